@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -96,8 +97,12 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
-    # when its work units were sent to the broker (scaled mode); NULL: still to send
+    # when the current round's work units were sent to the broker (scaled mode); NULL: to send
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # evaluation round in progress (strategies propose one round at a time, see strategies/)
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # the strategy proposed its last round: the sweep is done once that round is
+    search_finished: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     candidates: Mapped[list[Candidate]] = relationship(
         back_populates="sweep",
@@ -122,7 +127,12 @@ class Candidate(Base):
     is_reference: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default=CandidateStatus.pending, index=True)
     error: Mapped[str | None] = mapped_column(Text, default=None)
-    fidelity: Mapped[int | None] = mapped_column(Integer, default=None)
+    # fidelity level reached (index into the strategy's ladder; the top level = the full evals)
+    fidelity: Mapped[int | None] = mapped_column(Integer, default=0)
+    # the round it was last evaluated in
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    trial: Mapped[int | None] = mapped_column(Integer, default=None)  # Optuna trial number
+    pruned_reason: Mapped[str | None] = mapped_column(Text, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(200), default=None)  # task id
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

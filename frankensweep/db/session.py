@@ -8,6 +8,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+#: our Alembic version table; Optuna (same database) keeps its own in ``alembic_version``
+VERSION_TABLE = "frankensweep_alembic_version"
 
 
 def make_engine(url: str) -> Engine:
@@ -45,7 +47,26 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema at ``url`` to ``revision`` (idempotent)."""
     from alembic import command
 
+    _adopt_legacy_version_table(url)
     command.upgrade(alembic_config(url), revision)
+
+
+def _adopt_legacy_version_table(url: str) -> None:
+    """Databases made before Optuna shared them kept our revision in ``alembic_version``."""
+    from sqlalchemy import inspect, text
+
+    engine = make_engine(url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+        if "alembic_version" not in tables or VERSION_TABLE in tables or "sweeps" not in tables:
+            return
+        with engine.begin() as conn:
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            if version != "0001":  # not ours (an Optuna study's): leave it
+                return
+            conn.execute(text(f"ALTER TABLE alembic_version RENAME TO {VERSION_TABLE}"))
+    finally:
+        engine.dispose()
 
 
 def downgrade(url: str, revision: str = "base") -> None:

@@ -82,7 +82,7 @@ def test_sweep_with_candidates_roundtrips_with_defaults(sessions):
         assert [c.is_reference for c in sweep.candidates] == [True, False, False]
         for candidate in sweep.candidates:
             assert candidate.status == CandidateStatus.pending
-            assert candidate.attempts == 0 and candidate.fidelity is None
+            assert candidate.attempts == 0 and candidate.fidelity == 0 and candidate.round == 0
             assert candidate.sweep_id == sweep.id
 
 

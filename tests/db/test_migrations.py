@@ -10,7 +10,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from frankensweep.db import Base, make_engine, upgrade
-from frankensweep.db.session import alembic_config, downgrade
+from frankensweep.db.session import VERSION_TABLE, alembic_config, downgrade
 
 TABLES = {"sweeps", "candidates", "results"}
 UNIQUE = {
@@ -33,14 +33,22 @@ def head_revision(url: str) -> str:
 
 def current_revision(engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()
 
 
 def schema_diffs(engine) -> list:
     """What `alembic revision --autogenerate` would write: empty when models match the schema."""
     with engine.connect() as conn:
         context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "compare_server_default": True}
+            conn,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "version_table": VERSION_TABLE,
+                "include_name": lambda name, type_, _p: type_ != "table" or name in TABLES,
+            },
         )
         return compare_metadata(context, Base.metadata)
 
@@ -80,7 +88,7 @@ def test_upgrade_downgrade_upgrade(database_url):
         engine.dispose()
         inspector = inspect(engine)
         assert not TABLES & set(inspector.get_table_names())
-        assert set(inspector.get_table_names()) <= {"alembic_version"}
+        assert set(inspector.get_table_names()) <= {VERSION_TABLE}
         assert current_revision(engine) is None
 
         upgrade(database_url)
@@ -138,3 +146,39 @@ def test_offline_sql_renders(backend, capsys):
     out = capsys.readouterr().out
     for table in TABLES:
         assert f"CREATE TABLE {table}" in out
+
+
+def test_optuna_study_shares_the_database(database_url):
+    """Optuna's tables (and its alembic_version) live beside ours; neither disturbs the other."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(database_url)
+    study = optuna.create_study(storage=storage, study_name="shared")
+    study.optimize(lambda t: t.suggest_int("x", 0, 4) ** 2, n_trials=2)
+    storage.engine.dispose()
+    upgrade(database_url)  # still at head, still ours
+    engine = make_engine(database_url)
+    try:
+        assert current_revision(engine) == head_revision(database_url)
+        assert {"studies", "trials", "alembic_version"} <= set(inspect(engine).get_table_names())
+        assert schema_diffs(engine) == []
+    finally:
+        engine.dispose()
+    command.check(alembic_config(database_url))
+    assert len(optuna.load_study(study_name="shared", storage=database_url).trials) == 2
+
+
+def test_legacy_version_table_is_adopted(database_url):
+    """A database migrated when our revision lived in ``alembic_version`` upgrades in place."""
+    downgrade(database_url, "0001")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {VERSION_TABLE} RENAME TO alembic_version"))
+        upgrade(database_url)
+        engine.dispose()
+        assert current_revision(engine) == head_revision(database_url)
+        assert "alembic_version" not in inspect(engine).get_table_names()
+        assert_schema_at_head(engine)
+    finally:
+        engine.dispose()
