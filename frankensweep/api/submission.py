@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from frankensweep.api.paths_check import check_paths
 from frankensweep.api.schemas import ExplicitSpaceIn, SweepCreate
 from frankensweep.core.config import Settings
 from frankensweep.db import Candidate, Sweep
@@ -80,6 +81,7 @@ def _space(payload: SweepCreate, num_layers: int):
 
 def build_sweep(payload: SweepCreate, settings: Settings) -> tuple[Sweep, dict[str, Any]]:
     """A Sweep with its candidates (not yet added to a session), and the space's counts."""
+    check_paths(payload, settings)  # before any file is opened: only names under the path roots
     num_layers = model_depth(payload.model)
     space = _space(payload, num_layers)
     if space.size > settings.max_plans_per_sweep * 20:
