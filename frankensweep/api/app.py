@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from frankensweep import __version__
 from frankensweep.api import dashboard
+from frankensweep.api.limits import BodySizeLimit
 from frankensweep.api.routes import candidates, sweeps
 from frankensweep.core.config import Settings, get_settings
 from frankensweep.db import make_engine, make_sessionmaker, upgrade
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, dispatch: bool = True) -> FastA
         summary="Search passthrough self-merges of an LLM without writing merged models.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(sweeps.router)
     app.include_router(candidates.router)
     app.include_router(dashboard.router)

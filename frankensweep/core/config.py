@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     max_plans_per_sweep: int = Field(default=5000, ge=1)
     # most tokens one perplexity eval may score
     max_eval_tokens: int = Field(default=1_000_000, ge=1)
+    # largest request body, bytes (counted on the stream); 2 MiB holds an explicit space of the
+    # 5000 longest overlap plans of a 126-layer model (1.2 MB) with room to spare
+    max_request_bytes: int = Field(default=2 << 20, ge=1024)
+    # most sweeps queued or running at once; further submissions get 429 until one ends
+    max_active_sweeps: int = Field(default=16, ge=1)
     # device and dtype workers load base models with
     device: str = "auto"
     dtype: str = "auto"

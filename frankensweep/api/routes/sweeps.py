@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from frankensweep.api.deps import SessionDep, SettingsDep, WriterDep
 from frankensweep.api.leaderboard import UnknownMetric, leaderboard
 from frankensweep.api.schemas import Leaderboard, SweepCreate, SweepCreated, SweepPublic
 from frankensweep.api.submission import SubmissionError, build_sweep, store_sweep
-from frankensweep.db import Sweep
+from frankensweep.db import Sweep, SweepStatus
 from frankensweep.db.store import cancel_sweep, eta_seconds, status_counts
 
 router = APIRouter(prefix="/api/sweeps", tags=["sweeps"])
@@ -57,6 +57,15 @@ def create_sweep(
     payload: SweepCreate, session: SessionDep, settings: SettingsDep, request: Request
 ) -> SweepCreated:
     """Submit a sweep: everything is validated before anything is stored."""
+    active = session.scalar(
+        select(func.count()).where(Sweep.status.in_([SweepStatus.queued, SweepStatus.running]))
+    )
+    if active >= settings.max_active_sweeps:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{active} sweeps are queued or running, the cap is {settings.max_active_sweeps} "
+            "(FRANKENSWEEP_MAX_ACTIVE_SWEEPS): wait for one to end, or cancel one",
+        )
     try:
         sweep, summary = build_sweep(payload, settings)
     except SubmissionError as exc:
