@@ -50,7 +50,8 @@ def check_file_or_hub(
     local_suffixes: tuple[str, ...] = (),
 ) -> None:
     """Raise ``PathRefused`` unless ``text`` names a file under ``roots`` or (``hub_ok``) is a
-    hub id. A missing file under the roots passes: the loaders report it by name."""
+    hub id. A missing local file (module docstring) under the roots passes: the loaders report
+    it by name."""
     try:
         exists = os.path.lexists(Path(text).expanduser())
     except (RuntimeError, ValueError):  # ~unknown-user, NUL byte
