@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from sqlalchemy.orm import Session
 
 from frankensweep.core.config import Settings
@@ -23,6 +23,11 @@ def get_settings_dep(request: Request) -> Settings:
 
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+#: largest row id: ids are INTEGER keys, 32-bit on PostgreSQL (a bigger one is a database error)
+MAX_ID = 2**31 - 1
+#: a sweep or candidate id in a path; out of range is a 422, never a query
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def require_writer(request: Request, settings: SettingsDep) -> None:

@@ -49,7 +49,7 @@ class BodySizeLimit:
             f"request body over {self.max_bytes} bytes (FRANKENSWEEP_MAX_REQUEST_BYTES): "
             "send a smaller sweep (fewer explicit plans or recipes), or raise the limit"
         )
-        content = json.dumps({"detail": detail}).encode()
+        content = json.dumps({"detail": detail}, separators=(",", ":")).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(content)).encode()),

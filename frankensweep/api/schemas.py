@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from frankensweep.evals.registry import EvalSpec
 
+# bounded so that a range's length is a machine integer (bigger: OverflowError, a 500)
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 IntOrRange = Annotated[
-    int | list[int],
+    Int32 | list[Int32],
     Field(description="a value, [min, max] or [min, max, step] (inclusive)"),
 ]
 
@@ -21,8 +23,8 @@ class FiltersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_repeats: int | None = Field(None, ge=1)
     min_last_slice: int | None = Field(None, ge=1)
-    min_jump: int | None = Field(None, ge=0)
-    max_jump_fraction: float | None = Field(None, gt=0)
+    min_jump: int | None = Field(None, ge=1)  # Filters refuses 0 (was a 500)
+    max_jump_fraction: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class OverlapSpaceIn(BaseModel):
@@ -63,7 +65,7 @@ class SweepCreate(BaseModel):
     """A sweep to run: base model + space + eval suite + strategy."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")  # PostgreSQL: no NUL
     model: str = Field(min_length=1, max_length=1000, description="HF directory, hub id or .gguf")
     space: SpaceIn
     evals: list[EvalSpec] = Field(min_length=1, max_length=10)

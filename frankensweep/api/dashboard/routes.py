@@ -23,7 +23,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from frankensweep import __version__
-from frankensweep.api.deps import SessionDep
+from frankensweep.api.deps import RowId, SessionDep
 from frankensweep.api.leaderboard import candidate_scores, leaderboard, sweep_metrics
 from frankensweep.api.routes.sweeps import public
 from frankensweep.db import Candidate, Sweep
@@ -218,7 +218,7 @@ def new_sweep_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 @router.get("/sweeps/{sweep_id}", response_class=HTMLResponse)
 def sweep_page(
-    sweep_id: int, request: Request, session: SessionDep, fragment: bool = False
+    sweep_id: RowId, request: Request, session: SessionDep, fragment: bool = False
 ) -> HTMLResponse:
     """One sweep: progress, ranked table, heatmap, best-so-far, plan pictures."""
     sweep = session.get(Sweep, sweep_id)
@@ -230,7 +230,7 @@ def sweep_page(
 
 
 @router.get("/candidates/{candidate_id}", response_class=HTMLResponse)
-def candidate_page(candidate_id: int, request: Request, session: SessionDep) -> HTMLResponse:
+def candidate_page(candidate_id: RowId, request: Request, session: SessionDep) -> HTMLResponse:
     """One candidate: plan picture, scores, failure reason, raw eval details (EQ-Bench answers)."""
     c = session.get(Candidate, candidate_id)
     if c is None:
@@ -265,7 +265,7 @@ def candidate_page(candidate_id: int, request: Request, session: SessionDep) -> 
 
 
 @router.get("/sweeps/{sweep_id}/leaderboard.csv")
-def leaderboard_csv(sweep_id: int, session: SessionDep, metric: str | None = None) -> Response:
+def leaderboard_csv(sweep_id: RowId, session: SessionDep, metric: str | None = None) -> Response:
     """The leaderboard as CSV: the reference row first, then ranked candidates."""
     sweep = get_or_404(session, Sweep, sweep_id, "sweep")
     board = leaderboard(session, sweep, metric)
@@ -298,7 +298,7 @@ def leaderboard_csv(sweep_id: int, session: SessionDep, metric: str | None = Non
 
 
 @router.get("/sweeps/{sweep_id}/leaderboard.json")
-def leaderboard_json(sweep_id: int, session: SessionDep, metric: str | None = None) -> Response:
+def leaderboard_json(sweep_id: RowId, session: SessionDep, metric: str | None = None) -> Response:
     """The leaderboard as a JSON file (the body of GET /api/sweeps/{id}/leaderboard)."""
     sweep = get_or_404(session, Sweep, sweep_id, "sweep")
     board = leaderboard(session, sweep, metric)

@@ -5,13 +5,53 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import PlainTextResponse
 
-from frankensweep.api.deps import SessionDep
+from frankensweep.api.deps import RowId, SessionDep
 from frankensweep.api.leaderboard import candidate_scores
 from frankensweep.api.schemas import CandidatePublic
 from frankensweep.db import Candidate
 from frankensweep.search import DTYPES, Plan, plan_to_recipe
 
 router = APIRouter(prefix="/api/candidates", tags=["candidates"])
+
+
+class YAMLResponse(PlainTextResponse):
+    media_type = "application/yaml"
+
+
+#: OpenAPI schema of the recipe document (a YAML mapping, not a string)
+RECIPE_SCHEMA = {
+    "type": "object",
+    "required": ["slices", "merge_method", "dtype"],
+    "properties": {
+        "slices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["sources"],
+                "properties": {
+                    "sources": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["model", "layer_range"],
+                            "properties": {
+                                "model": {"type": "string"},
+                                "layer_range": {
+                                    "type": "array",
+                                    "items": {"type": "integer"},
+                                    "minItems": 2,
+                                    "maxItems": 2,
+                                },
+                            },
+                        },
+                    }
+                },
+            },
+        },
+        "merge_method": {"const": "passthrough"},
+        "dtype": {"enum": list(DTYPES)},
+    },
+}
 
 
 def get_candidate(session, candidate_id: int) -> Candidate:
@@ -22,7 +62,7 @@ def get_candidate(session, candidate_id: int) -> Candidate:
 
 
 @router.get("/{candidate_id}")
-def read_candidate(candidate_id: int, session: SessionDep) -> CandidatePublic:
+def read_candidate(candidate_id: RowId, session: SessionDep) -> CandidatePublic:
     """One candidate: status, failure reason, scores and raw eval details."""
     c = get_candidate(session, candidate_id)
     scores, rows = candidate_scores(session, c.sweep, [c])
@@ -53,12 +93,16 @@ def read_candidate(candidate_id: int, session: SessionDep) -> CandidatePublic:
     )
 
 
-@router.get("/{candidate_id}/recipe.yaml", response_class=PlainTextResponse)
+@router.get(
+    "/{candidate_id}/recipe.yaml",
+    response_class=YAMLResponse,
+    responses={200: {"content": {"application/yaml": {"schema": RECIPE_SCHEMA}}}},
+)
 def read_recipe(
-    candidate_id: int,
+    candidate_id: RowId,
     session: SessionDep,
     dtype: str = Query("bfloat16", description=f"one of {', '.join(DTYPES)}"),
-) -> PlainTextResponse:
+) -> YAMLResponse:
     """The candidate's mergekit passthrough recipe."""
     if dtype not in DTYPES:
         raise HTTPException(
@@ -73,8 +117,7 @@ def read_recipe(
         )
     c = get_candidate(session, candidate_id)
     text = plan_to_recipe(Plan.parse(c.plan), c.sweep.model, dtype)
-    return PlainTextResponse(
+    return YAMLResponse(
         text,
-        media_type="application/yaml",
         headers={"Content-Disposition": f'attachment; filename="candidate-{c.id}.yaml"'},
     )

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from sqlalchemy import func, select
 
-from frankensweep.api.deps import SessionDep, SettingsDep, WriterDep
+from frankensweep.api.deps import RowId, SessionDep, SettingsDep, WriterDep
 from frankensweep.api.leaderboard import UnknownMetric, leaderboard
 from frankensweep.api.schemas import Leaderboard, SweepCreate, SweepCreated, SweepPublic
 from frankensweep.api.submission import SubmissionError, build_sweep, store_sweep
@@ -83,13 +83,13 @@ def list_sweeps(session: SessionDep) -> list[SweepPublic]:
 
 
 @router.get("/{sweep_id}")
-def read_sweep(sweep_id: int, session: SessionDep) -> SweepPublic:
+def read_sweep(sweep_id: RowId, session: SessionDep) -> SweepPublic:
     """One sweep: status, counts per candidate state, ETA."""
     return public(session, get_sweep(session, sweep_id))
 
 
 @router.post("/{sweep_id}/cancel", dependencies=[WriterDep])
-def cancel(sweep_id: int, session: SessionDep) -> SweepPublic:
+def cancel(sweep_id: RowId, session: SessionDep) -> SweepPublic:
     """Stop a sweep; stored scores stay."""
     sweep = get_sweep(session, sweep_id)
     cancel_sweep(session, sweep)
@@ -98,7 +98,7 @@ def cancel(sweep_id: int, session: SessionDep) -> SweepPublic:
 
 
 @router.delete("/{sweep_id}", status_code=204, dependencies=[WriterDep])
-def delete(sweep_id: int, session: SessionDep) -> Response:
+def delete(sweep_id: RowId, session: SessionDep) -> Response:
     """Delete a sweep and its candidates (results stay, shared with other sweeps)."""
     sweep = get_sweep(session, sweep_id)
     cancel_sweep(session, sweep)
@@ -109,7 +109,7 @@ def delete(sweep_id: int, session: SessionDep) -> Response:
 
 @router.get("/{sweep_id}/leaderboard")
 def read_leaderboard(
-    sweep_id: int,
+    sweep_id: RowId,
     session: SessionDep,
     metric: str | None = Query(None, description="default: the first eval's metric"),
 ) -> Leaderboard:
