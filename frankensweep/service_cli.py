@@ -82,7 +82,7 @@ def leaderboard_table(board: dict, limit: int | None = None) -> Table:
     metric = board["metric"]
     better = "higher" if board["higher_is_better"] else "lower"
     table = Table(title=f"sweep {board['sweep_id']}: {metric} ({better} is better)")
-    for name in ("rank", "candidate", "plan", "layers", metric, "vs base", "status"):
+    for name in ("rank", "candidate", "plan", "layers", metric, "vs base", "status", "reached"):
         table.add_column(name, overflow="fold" if name == "plan" else None)
     ref = board.get("reference")
     ref_value = (ref or {}).get("scores", {}).get(metric)
@@ -103,9 +103,18 @@ def leaderboard_table(board: dict, limit: int | None = None) -> Table:
             f"{value:.4g}" if value is not None else "",
             delta,
             row["status"],
+            _reached(row),
             style="bold cyan" if is_ref else None,
         )
     return table
+
+
+def _reached(row: dict) -> str:
+    """Where a candidate below full fidelity stopped, with its score there."""
+    if row.get("fidelity_label", "full") == "full":
+        return ""
+    partial = ", ".join(f"{k} {v:.4g}" for k, v in row.get("partial_scores", {}).items() if k)
+    return f"{row['fidelity_label']}" + (f" ({partial})" if partial else "")
 
 
 def wait_for(client: Client, sweep_id: int, poll: float = 1.0) -> dict:
@@ -116,7 +125,13 @@ def wait_for(client: Client, sweep_id: int, poll: float = 1.0) -> dict:
         while True:
             counts = sweep["counts"]
             done = sum(counts[s] for s in ("done", "failed", "pruned", "cancelled"))
-            bar.update(task, completed=done, description=f"sweep {sweep_id} {sweep['status']}")
+            round_ = sweep.get("round", 0)
+            bar.update(
+                task,
+                total=sweep["total"],  # strategies add candidates round by round
+                completed=done,
+                description=f"sweep {sweep_id} {sweep['status']} (round {round_ + 1})",
+            )
             if sweep["status"] in FINISHED:
                 return sweep
             time.sleep(poll)
@@ -128,6 +143,13 @@ def submit(
     sweep_file: Annotated[Path, typer.Argument(help="YAML or JSON: name, model, space, evals.")],
     url: UrlOpt = DEFAULT_URL,
     wait: Annotated[bool, typer.Option(help="Show progress until the sweep ends.")] = True,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="grid, random, halving, tpe or cmaes (overrides the file's strategy)."),
+    ] = None,
+    budget: Annotated[
+        int | None, typer.Option(help="Plans the strategy may evaluate (random, tpe, cmaes).")
+    ] = None,
 ) -> None:
     """Submit a sweep; print its id, then a progress bar until it is done."""
     if not sweep_file.is_file():
@@ -138,6 +160,14 @@ def submit(
         fail(f"{sweep_file} is not valid YAML: {str(exc).splitlines()[0]}")
     if not isinstance(payload, dict):
         fail(f"{sweep_file} must hold a mapping with name, model, space and evals")
+    if strategy is not None or budget is not None:
+        chosen = payload.get("strategy", "grid")
+        chosen = dict(chosen) if isinstance(chosen, dict) else {"kind": chosen}
+        if strategy is not None:
+            chosen = {"kind": strategy}
+        if budget is not None:
+            chosen["budget"] = budget
+        payload["strategy"] = chosen
     client = Client(url)
     created = client.submit(payload)
     out.print(created["id"], markup=False)

@@ -121,3 +121,16 @@ def shared_data() -> Path:
 
 
 __all__ = ["copy", "materialize", "tiny_config", "tiny_model"]
+
+
+def wait_done(client, sweep_id: int, timeout: float = 900) -> dict:
+    """Poll ``GET /api/sweeps/{id}`` (a TestClient or httpx client) until the sweep ends."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sweep = client.get(f"/api/sweeps/{sweep_id}").json()
+        if sweep["status"] in ("done", "failed", "cancelled"):
+            return sweep
+        time.sleep(0.3)
+    raise AssertionError(f"sweep {sweep_id} still {sweep['status']} after {timeout} s")

@@ -10,6 +10,7 @@ from frankensweep.db import Candidate, Sweep
 from frankensweep.db.store import results_for
 from frankensweep.evals.registry import REGISTRY, eval_key, parse_eval
 from frankensweep.search import Plan
+from frankensweep.strategies.rounds import sweep_levels
 
 
 class UnknownMetric(ValueError):
@@ -25,15 +26,32 @@ def sweep_metrics(sweep: Sweep) -> dict[str, bool]:
 
 
 def candidate_scores(session: Session, sweep: Sweep, candidates: list[Candidate]):
-    """digest -> merged metrics, and digest -> list of result rows."""
-    keys = [eval_key(parse_eval(e)) for e in sweep.evals]
+    """Full-fidelity metrics by digest, every result row by digest, lower-level metrics by digest.
+
+    A candidate below full fidelity (pruned, or still climbing) has no full scores; its metrics
+    at the level it reached are its *partial* scores, comparable only within that level.
+    """
+    levels = sweep_levels(sweep)
+    full_keys = {eval_key(spec) for spec in levels[-1].evals}
+    keys = {eval_key(spec) for level in levels for spec in level.evals}
     stored = results_for(session, sweep.model, [c.digest for c in candidates], keys)
+    level_of = {c.digest: _level(c, levels) for c in candidates}
     scores: dict[str, dict[str, float]] = {}
+    partial: dict[str, dict[str, float]] = {}
     rows: dict[str, list] = {}
-    for (digest, _key), result in sorted(stored.items()):
-        scores.setdefault(digest, {}).update(result.metrics)
+    for (digest, key), result in sorted(stored.items()):
         rows.setdefault(digest, []).append(result)
-    return scores, rows
+        if key in full_keys:
+            scores.setdefault(digest, {}).update(result.metrics)
+        elif level_of[digest] < len(levels) - 1:
+            level_keys = {eval_key(spec) for spec in levels[level_of[digest]].evals}
+            if key in level_keys:
+                partial.setdefault(digest, {}).update(result.metrics)
+    return scores, rows, partial
+
+
+def _level(c: Candidate, levels: list) -> int:
+    return min(c.fidelity or 0, len(levels) - 1)
 
 
 def leaderboard(session: Session, sweep: Sweep, metric: str | None) -> Leaderboard:
@@ -42,12 +60,13 @@ def leaderboard(session: Session, sweep: Sweep, metric: str | None) -> Leaderboa
     if metric not in metrics:
         raise UnknownMetric(f"metric {metric!r} is not one of this sweep's: {', '.join(metrics)}")
     higher = metrics[metric]
+    levels = sweep_levels(sweep)
     candidates = list(
         session.scalars(
             select(Candidate).where(Candidate.sweep_id == sweep.id).order_by(Candidate.ordinal)
         )
     )
-    scores, _ = candidate_scores(session, sweep, candidates)
+    scores, _, partial = candidate_scores(session, sweep, candidates)
 
     def row(c: Candidate, rank: int | None) -> LeaderboardRow:
         return LeaderboardRow(
@@ -58,13 +77,23 @@ def leaderboard(session: Session, sweep: Sweep, metric: str | None) -> Leaderboa
             params=c.params,
             status=c.status,
             scores=scores.get(c.digest, {}),
+            fidelity=_level(c, levels),
+            fidelity_label=levels[_level(c, levels)].label,
+            partial_scores=partial.get(c.digest, {}),
+            pruned_reason=c.pruned_reason,
         )
+
+    def climbing(c: Candidate) -> tuple:
+        """Unranked rows: highest level first, then by their score there."""
+        level = levels[_level(c, levels)]
+        loss = level.loss(partial.get(c.digest, {}))
+        return (-_level(c, levels), loss is None, loss if loss is not None else 0.0, c.ordinal)
 
     reference = next((c for c in candidates if c.is_reference), None)
     others = [c for c in candidates if not c.is_reference]
     scored = [c for c in others if metric in scores.get(c.digest, {})]
     scored.sort(key=lambda c: (-1 if higher else 1) * scores[c.digest][metric])
-    unscored = [c for c in others if metric not in scores.get(c.digest, {})]
+    unscored = sorted((c for c in others if metric not in scores.get(c.digest, {})), key=climbing)
     return Leaderboard(
         sweep_id=sweep.id,
         metric=metric,

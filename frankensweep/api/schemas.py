@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from frankensweep.evals.registry import EvalSpec
+from frankensweep.strategies import StrategySpec
 
 # bounded so that a range's length is a machine integer (bigger: OverflowError, a 500)
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
@@ -56,11 +57,6 @@ class ExplicitSpaceIn(BaseModel):
 SpaceIn = Annotated[OverlapSpaceIn | RysSpaceIn | ExplicitSpaceIn, Field(discriminator="kind")]
 
 
-class StrategyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["grid"] = "grid"
-
-
 class SweepCreate(BaseModel):
     """A sweep to run: base model + space + eval suite + strategy."""
 
@@ -69,7 +65,11 @@ class SweepCreate(BaseModel):
     model: str = Field(min_length=1, max_length=1000, description="HF directory, hub id or .gguf")
     space: SpaceIn
     evals: list[EvalSpec] = Field(min_length=1, max_length=10)
-    strategy: StrategyIn | Literal["grid"] = "grid"
+    strategy: StrategySpec | Literal["grid", "halving"] = Field(
+        "grid",
+        description="grid (every plan), random / tpe / cmaes (with a budget), halving; "
+        "a bare name means its defaults",
+    )
 
 
 class SweepCreated(BaseModel):
@@ -88,6 +88,9 @@ class SweepPublic(BaseModel):
     space: dict[str, Any]
     evals: list[dict[str, Any]]
     strategy: dict[str, Any]
+    round: int = Field(description="the evaluation round in progress (0: the first)")
+    search_finished: bool = Field(description="the strategy has proposed its last round")
+    levels: list[str] = Field(description="the strategy's fidelity levels, the last one full")
     counts: dict[str, int]
     total: int
     eta_seconds: float | None
@@ -107,8 +110,15 @@ class CandidatePublic(BaseModel):
     status: str
     error: str | None
     attempts: int
-    scores: dict[str, float]
-    results: list[dict[str, Any]] = Field(description="per eval: key, kind, metrics, details")
+    fidelity: int = Field(description="fidelity level reached (the strategy's top: full evals)")
+    fidelity_label: str = Field(description='e.g. "full" or "perplexity on 227 tokens"')
+    round: int = Field(description="the round it was last evaluated in")
+    trial: int | None = Field(description="its Optuna trial number (tpe, cmaes)")
+    pruned_reason: str | None
+    scores: dict[str, float] = Field(description="metrics of the sweep's evals at full fidelity")
+    results: list[dict[str, Any]] = Field(
+        description="per eval (every fidelity level reached): key, kind, metrics, details"
+    )
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -120,7 +130,13 @@ class LeaderboardRow(BaseModel):
     positions: int
     params: dict[str, Any]
     status: str
-    scores: dict[str, float]
+    scores: dict[str, float] = Field(description="at full fidelity; ranked rows have the metric")
+    fidelity: int
+    fidelity_label: str
+    partial_scores: dict[str, float] = Field(
+        description="below full fidelity: the metrics at the level reached (not comparable)"
+    )
+    pruned_reason: str | None
 
 
 class Leaderboard(BaseModel):

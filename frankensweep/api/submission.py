@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -20,10 +20,13 @@ from frankensweep.search import (
     Plan,
     PlanError,
     RecipeError,
+    SpacePoint,
     enumerate_space,
     recipe_to_plan,
     space_from_spec,
 )
+from frankensweep.strategies import FidelityError, StrategyError, make_strategy
+from frankensweep.strategies.rounds import begin
 
 
 class SubmissionError(ValueError):
@@ -79,8 +82,16 @@ def _space(payload: SweepCreate, num_layers: int):
         raise SubmissionError(("body", "space"), str(exc)) from None
 
 
-def build_sweep(payload: SweepCreate, settings: Settings) -> tuple[Sweep, dict[str, Any]]:
-    """A Sweep with its candidates (not yet added to a session), and the space's counts."""
+class Submission(NamedTuple):
+    """A validated sweep (only its reference candidate yet), the space's counts, its plans."""
+
+    sweep: Sweep
+    summary: dict[str, Any]
+    points: list[SpacePoint]
+
+
+def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
+    """Validate everything about a submission; nothing is stored (see ``store_sweep``)."""
     check_paths(payload, settings)  # before any file is opened: only names under the path roots
     num_layers = model_depth(payload.model)
     space = _space(payload, num_layers)
@@ -100,11 +111,15 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> tuple[Sweep, dict[s
         raise SubmissionError(
             ("body", "space"), f"no plan is left to evaluate: {result.summary()}; relax the filters"
         )
-    if result.kept > settings.max_plans_per_sweep:
+    strategy = make_strategy(payload.strategy)
+    stored = strategy.stored_plans(result.kept)
+    if stored > settings.max_plans_per_sweep:
         raise SubmissionError(
             ("body", "space"),
-            f"the space gives {result.kept} plans, over the cap of {settings.max_plans_per_sweep} "
-            "(FRANKENSWEEP_MAX_PLANS_PER_SWEEP): narrow the ranges or add filters",
+            f"the space gives {result.kept} plans, the {strategy.kind} strategy would evaluate "
+            f"{stored}, over the cap of {settings.max_plans_per_sweep} "
+            "(FRANKENSWEEP_MAX_PLANS_PER_SWEEP): narrow the ranges, add filters or give the "
+            "strategy a budget",
         )
     for i, spec in enumerate(payload.evals):
         impl = get_eval(spec.kind)
@@ -119,7 +134,10 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> tuple[Sweep, dict[s
                 f"{tokens} tokens is over the cap of {settings.max_eval_tokens} "
                 "(FRANKENSWEEP_MAX_EVAL_TOKENS)",
             )
-    strategy = payload.strategy if isinstance(payload.strategy, str) else payload.strategy.kind
+    try:
+        strategy.check(payload.evals, space.kind, result.kept)
+    except (StrategyError, FidelityError) as exc:
+        raise SubmissionError(("body", "strategy"), str(exc)) from None
     sweep = Sweep(
         name=payload.name,
         model=payload.model,
@@ -129,22 +147,21 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> tuple[Sweep, dict[s
             **({"filters": filters.to_dict()} if filters.active else {}),
         },
         evals=[spec.model_dump(mode="json") for spec in payload.evals],
-        strategy={"kind": strategy},
+        strategy=strategy.spec.model_dump(mode="json"),
     )
+    top = len(strategy.levels(payload.evals)) - 1
     base = Plan.base(num_layers)
-    points = [(base, {}, True)] + [
-        (p.plan, p.params, False) for p in result.points if p.plan.layers() != base.layers()
-    ]
     sweep.candidates = [
         Candidate(
-            ordinal=i,
-            plan=str(plan),
-            digest=plan.digest,
-            params=params,
-            is_reference=is_reference,
+            ordinal=0,
+            plan=str(base),
+            digest=base.digest,
+            params={},
+            is_reference=True,
+            fidelity=top,
         )
-        for i, (plan, params, is_reference) in enumerate(points)
     ]
+    points = [p for p in result.points if p.plan.layers() != base.layers()]
     summary = {
         "size": result.size,
         "kept": result.kept,
@@ -153,10 +170,19 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> tuple[Sweep, dict[s
         "removed_by_filter": result.removed_by_filter,
         "summary": result.summary(),
     }
-    return sweep, summary
+    if stored < result.kept:
+        summary["strategy"] = f"{strategy.kind} evaluates at most {stored} of {result.kept} plans"
+    return Submission(sweep, summary, points)
 
 
-def store_sweep(session: Session, sweep: Sweep) -> Sweep:
-    session.add(sweep)
+def store_sweep(session: Session, submission: Submission) -> int:
+    """Store the sweep and its strategy's first round; the number of candidates stored."""
+    session.add(submission.sweep)
     session.commit()
-    return sweep
+    try:
+        return 1 + begin(session, submission.sweep.id, submission.points)
+    except Exception:  # no half-made sweep: it is stored whole or not at all
+        session.rollback()
+        session.delete(session.get(Sweep, submission.sweep.id))
+        session.commit()
+        raise

@@ -148,13 +148,16 @@ def finish_candidate(
 
 
 def refresh_sweep(session: Session, sweep: Sweep) -> str:
-    """Derive the sweep's status from its candidates; set timestamps; return the status."""
+    """Derive the sweep's status from its candidates; set timestamps; return the status.
+
+    A sweep is done when its strategy proposed its last round and every candidate finished.
+    """
     if sweep.status in (SweepStatus.cancelled, SweepStatus.failed):
         return sweep.status
     counts = status_counts(session, sweep.id)
     total = sum(counts.values())
     finished = sum(counts[s] for s in FINISHED_CANDIDATE)
-    if total and finished == total:
+    if total and finished == total and sweep.search_finished:
         if counts[CandidateStatus.done] == 0 and counts[CandidateStatus.failed] > 0:
             sweep.status = SweepStatus.failed
             sweep.error = sweep.error or "every candidate failed"

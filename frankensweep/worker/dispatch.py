@@ -13,6 +13,7 @@ from frankensweep.core.config import Settings
 from frankensweep.db import Sweep
 from frankensweep.db.models import utcnow
 from frankensweep.db.store import pending_candidates, release_running, unfinished_sweeps
+from frankensweep.strategies.rounds import advance
 from frankensweep.worker.runner import MODELS, plan_units, run_unit
 
 log = logging.getLogger(__name__)
@@ -62,19 +63,23 @@ class EmbeddedDispatcher:
                 log.exception("sweep %s: worker error", sweep_id)
 
     def _run_sweep(self, sweep_id: int) -> None:
-        with self.sessions() as s:
-            units = plan_units(pending_candidates(s, sweep_id), self.settings.unit_size)
-        for unit in units:
-            run_unit(
-                self.sessions,
-                sweep_id,
-                unit,
-                self.claimant,
-                self.models,
-                device=self.settings.device,
-                dtype=self.settings.dtype,
-                memory_budget=self.settings.prefix_memory_budget,
-            )
+        """Round after round until the strategy proposes no more."""
+        while True:
+            with self.sessions() as s:
+                units = plan_units(pending_candidates(s, sweep_id), self.settings.unit_size)
+            for unit in units:
+                run_unit(
+                    self.sessions,
+                    sweep_id,
+                    unit,
+                    self.claimant,
+                    self.models,
+                    device=self.settings.device,
+                    dtype=self.settings.dtype,
+                    memory_budget=self.settings.prefix_memory_budget,
+                )
+            if advance(self.sessions, sweep_id) is None:
+                return
 
 
 class CeleryDispatcher:
@@ -88,24 +93,30 @@ class CeleryDispatcher:
         self.celery = make_celery(settings)
 
     def submit(self, sweep_id: int) -> None:
-        with self.sessions() as s:
-            sweep = s.get(Sweep, sweep_id)
-            if sweep is None or sweep.dispatched_at is not None:
-                return
-            for unit in plan_units(pending_candidates(s, sweep_id), self.settings.unit_size):
-                self.celery.send_task("frankensweep.run_unit", args=[sweep_id, unit], queue="gpu")
-            sweep.dispatched_at = utcnow()
-            s.commit()
+        send_round(self.sessions, self.celery, sweep_id, self.settings.unit_size)
 
     def resume(self) -> None:
-        """Send the units of sweeps stored but never dispatched (the API died in between)."""
+        """After an API restart: store rounds whose predecessor ended unseen, send unsent ones."""
         with self.sessions() as s:
-            ids = [sw.id for sw in unfinished_sweeps(s) if sw.dispatched_at is None]
+            ids = [sw.id for sw in unfinished_sweeps(s)]
         for sweep_id in ids:
+            advance(self.sessions, sweep_id)
             self.submit(sweep_id)
 
     def close(self) -> None:
         self.celery.close()
+
+
+def send_round(sessions: sessionmaker[Session], celery, sweep_id: int, unit_size: int) -> None:
+    """Send the current round's units to the ``gpu`` queue, once (``dispatched_at`` marks it)."""
+    with sessions() as s:
+        sweep = s.get(Sweep, sweep_id)
+        if sweep is None or sweep.dispatched_at is not None:
+            return
+        for unit in plan_units(pending_candidates(s, sweep_id), unit_size):
+            celery.send_task("frankensweep.run_unit", args=[sweep_id, unit], queue="gpu")
+        sweep.dispatched_at = utcnow()
+        s.commit()
 
 
 def make_dispatcher(sessions: sessionmaker[Session], settings: Settings) -> Dispatcher:

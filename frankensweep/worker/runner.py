@@ -1,9 +1,11 @@
 """Work units: evaluate a group of a sweep's candidates and store their scores.
 
 The same code runs in the embedded worker thread and in Celery tasks; only dispatch differs.
-A unit claims its candidates, runs the sweep's evals cheapest first on the plans that have no
-stored result for that (model, plan, eval settings) triple yet, upserts the results, and marks
-each candidate done, or failed with its reason (an exception, a NaN score); the sweep goes on.
+A unit claims its candidates, runs the evals of each one's fidelity level (the sweep's own evals
+at the top level; see ``strategies/fidelity.py``) cheapest first on the plans that have no stored
+result for that (model, plan, eval settings) triple yet, upserts the results, and marks each
+candidate done, or failed with its reason (an exception, a NaN score); the sweep goes on. When a
+round's last unit ends, ``strategies.rounds.advance`` stores the strategy's next round.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from frankensweep.db.store import (
     results_for,
     upsert_result,
 )
-from frankensweep.evals.registry import EvalContext, by_cost, eval_key, get_eval, parse_eval
+from frankensweep.evals.registry import EvalContext, eval_key, get_eval
 from frankensweep.search import Plan
+from frankensweep.strategies.rounds import sweep_levels
 from frankensweep.worker.models import BaseModel, load_base_model
 from frankensweep.worker.views import build_view
 
@@ -96,8 +99,16 @@ def run_unit(
         refresh_sweep(s, sweep)
         s.commit()
         model_spec = sweep.model
-        specs = by_cost([parse_eval(e) for e in sweep.evals])
+        levels = sweep_levels(sweep)
         plans = {c.id: Plan.parse(c.plan) for c in candidates}
+        # each candidate runs the evals of its fidelity level; all levels' evals cheapest first
+        at_level = {c.id: min(c.fidelity or 0, len(levels) - 1) for c in candidates}
+        work = [
+            (spec, {cid: plan for cid, plan in plans.items() if at_level[cid] == lv})
+            for lv in sorted(set(at_level.values()))
+            for spec in levels[lv].evals
+        ]
+        work.sort(key=lambda item: get_eval(item[0].kind).cost)
     failed: dict[int, str] = {}
     try:
         base = models.get(model_spec, device, dtype)
@@ -112,10 +123,10 @@ def run_unit(
             progress=progress,
             memory_budget=memory_budget,
         )
-        for spec in specs:
+        for spec, group in work:
             if _cancelled(sessions, sweep_id):
                 return report
-            _run_eval(sessions, model_spec, spec, plans, failed, ctx, report)
+            _run_eval(sessions, model_spec, spec, group, failed, ctx, report)
     with sessions() as s:
         sweep = s.get(Sweep, sweep_id)
         for c in s.query(Candidate).filter(Candidate.id.in_(list(plans))):

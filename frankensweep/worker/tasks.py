@@ -8,6 +8,8 @@ from celery import shared_task
 
 from frankensweep.core.config import get_settings
 from frankensweep.db import make_engine, make_sessionmaker
+from frankensweep.strategies.rounds import advance
+from frankensweep.worker.dispatch import send_round
 from frankensweep.worker.runner import MODELS, run_unit
 
 
@@ -30,4 +32,7 @@ def run_unit_task(self, sweep_id: int, candidate_ids: list[int]) -> dict:
         dtype=settings.dtype,
         memory_budget=settings.prefix_memory_budget,
     )
+    # if this unit ended its round, store the next; send it unless sent (also after a redelivery)
+    advance(_sessions(), sweep_id)
+    send_round(_sessions(), self.app, sweep_id, settings.unit_size)
     return report.__dict__

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import yaml
+from conftest import wait_done
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
 
@@ -23,16 +22,6 @@ OVERLAP = {"kind": "overlap", "slice_size": [8, 14, 2], "jump": [3, 5, 2], "last
 
 def sweep_body(**overrides) -> dict:
     return {"name": "t", "model": str(smollm2_path()), "space": OVERLAP, "evals": [PPL]} | overrides
-
-
-def wait_done(client: TestClient, sweep_id: int, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sweep = client.get(f"/api/sweeps/{sweep_id}").json()
-        if sweep["status"] in ("done", "failed", "cancelled"):
-            return sweep
-        time.sleep(0.5)
-    raise AssertionError(f"sweep {sweep_id} still {sweep['status']} after {timeout} s")
 
 
 def count_rows(url: str) -> tuple[int, int, int]:
@@ -138,9 +127,15 @@ def test_cap_on_plans_per_sweep(database_url):
     settings = Settings(database_url=database_url, max_plans_per_sweep=100)
     with TestClient(create_app(settings, dispatch=False)) as c:
         response = c.post("/api/sweeps", json=sweep_body(space={"kind": "rys"}))
-    assert response.status_code == 422
-    assert "466 plans, over the cap of 100" in response.json()["detail"][0]["msg"]
-    assert count_rows(database_url) == (0, 0, 0)
+        assert response.status_code == 422
+        assert "would evaluate 466, over the cap of 100" in response.json()["detail"][0]["msg"]
+        assert count_rows(database_url) == (0, 0, 0)
+        # a strategy with a budget under the cap searches the same space
+        body = sweep_body(space={"kind": "rys"}, strategy={"kind": "random", "budget": 40})
+        response = c.post("/api/sweeps", json=body)
+        assert response.status_code == 201, response.text
+        assert response.json()["candidates"] == 41  # 40 drawn + the base model's reference
+        assert "random evaluates at most 40 of 466" in response.json()["space"]["strategy"]
 
 
 def test_cancel_and_unknown_ids(database_url):

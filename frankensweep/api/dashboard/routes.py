@@ -235,7 +235,7 @@ def candidate_page(candidate_id: RowId, request: Request, session: SessionDep) -
     c = session.get(Candidate, candidate_id)
     if c is None:
         return not_found(request, f"candidate {candidate_id} not found")
-    scores, rows = candidate_scores(session, c.sweep, [c])
+    scores, rows, _partial = candidate_scores(session, c.sweep, [c])
     results = [
         {
             "kind": r.eval_kind,

@@ -10,6 +10,7 @@ from frankensweep.api.leaderboard import candidate_scores
 from frankensweep.api.schemas import CandidatePublic
 from frankensweep.db import Candidate
 from frankensweep.search import DTYPES, Plan, plan_to_recipe
+from frankensweep.strategies.rounds import sweep_levels
 
 router = APIRouter(prefix="/api/candidates", tags=["candidates"])
 
@@ -65,7 +66,9 @@ def get_candidate(session, candidate_id: int) -> Candidate:
 def read_candidate(candidate_id: RowId, session: SessionDep) -> CandidatePublic:
     """One candidate: status, failure reason, scores and raw eval details."""
     c = get_candidate(session, candidate_id)
-    scores, rows = candidate_scores(session, c.sweep, [c])
+    scores, rows, _partial = candidate_scores(session, c.sweep, [c])
+    levels = sweep_levels(c.sweep)
+    level = min(c.fidelity or 0, len(levels) - 1)
     return CandidatePublic(
         id=c.id,
         sweep_id=c.sweep_id,
@@ -77,6 +80,11 @@ def read_candidate(candidate_id: RowId, session: SessionDep) -> CandidatePublic:
         status=c.status,
         error=c.error,
         attempts=c.attempts,
+        fidelity=level,
+        fidelity_label=levels[level].label,
+        round=c.round,
+        trial=c.trial,
+        pruned_reason=c.pruned_reason,
         scores=scores.get(c.digest, {}),
         results=[
             {

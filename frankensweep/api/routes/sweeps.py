@@ -12,6 +12,7 @@ from frankensweep.api.schemas import Leaderboard, SweepCreate, SweepCreated, Swe
 from frankensweep.api.submission import SubmissionError, build_sweep, store_sweep
 from frankensweep.db import Sweep, SweepStatus
 from frankensweep.db.store import cancel_sweep, eta_seconds, status_counts
+from frankensweep.strategies.rounds import sweep_levels
 
 router = APIRouter(prefix="/api/sweeps", tags=["sweeps"])
 
@@ -43,6 +44,9 @@ def public(session, sweep: Sweep) -> SweepPublic:
         space=sweep.space,
         evals=sweep.evals,
         strategy=sweep.strategy,
+        round=sweep.round,
+        search_finished=sweep.search_finished,
+        levels=[level.label for level in sweep_levels(sweep)],
         counts=counts,
         total=sum(counts.values()),
         eta_seconds=eta_seconds(session, sweep),
@@ -67,12 +71,12 @@ def create_sweep(
             "(FRANKENSWEEP_MAX_ACTIVE_SWEEPS): wait for one to end, or cancel one",
         )
     try:
-        sweep, summary = build_sweep(payload, settings)
+        submission = build_sweep(payload, settings)
     except SubmissionError as exc:
         raise unprocessable(exc.loc, str(exc)) from None
-    store_sweep(session, sweep)
-    request.app.state.dispatcher.submit(sweep.id)
-    return SweepCreated(id=sweep.id, candidates=len(sweep.candidates), space=summary)
+    stored = store_sweep(session, submission)
+    request.app.state.dispatcher.submit(submission.sweep.id)
+    return SweepCreated(id=submission.sweep.id, candidates=stored, space=submission.summary)
 
 
 @router.get("")

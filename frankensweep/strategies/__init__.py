@@ -1,0 +1,73 @@
+"""Search strategies: which plans a sweep evaluates, at which fidelity, round by round.
+
+``grid`` (every plan), ``random`` (a budget of plans), ``halving`` (successive halving over
+fidelity levels) and ``tpe`` / ``cmaes`` (Optuna ask/tell). ``rounds.py`` runs them on stored
+sweeps; ``fidelity.py`` defines the cheaper levels.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter
+
+from frankensweep.strategies.base import (
+    CandidateState,
+    RoundPlan,
+    SearchState,
+    Strategy,
+    StrategyError,
+)
+from frankensweep.strategies.fidelity import FidelityError, Level, full_level, ladder
+from frankensweep.strategies.grid import Grid, GridSpec
+from frankensweep.strategies.halving import Halving, HalvingSpec
+from frankensweep.strategies.model_based import Cmaes, CmaesSpec, Tpe, TpeSpec
+from frankensweep.strategies.random_search import RandomSearch, RandomSpec
+
+StrategySpec = Annotated[
+    GridSpec | RandomSpec | HalvingSpec | TpeSpec | CmaesSpec, Field(discriminator="kind")
+]
+_SPEC: TypeAdapter = TypeAdapter(StrategySpec)
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.kind: cls for cls in (Grid, RandomSearch, Halving, Tpe, Cmaes)
+}
+
+
+def parse_strategy(data: Any):
+    """A strategy spec from its JSON form (a bare kind string means its defaults)."""
+    if isinstance(data, str):
+        data = {"kind": data}
+    return _SPEC.validate_python(data)
+
+
+def make_strategy(data: Any) -> Strategy:
+    spec = parse_strategy(data)
+    return STRATEGIES[spec.kind](spec)
+
+
+__all__ = [
+    "STRATEGIES",
+    "CandidateState",
+    "Cmaes",
+    "CmaesSpec",
+    "FidelityError",
+    "Grid",
+    "GridSpec",
+    "Halving",
+    "HalvingSpec",
+    "Level",
+    "RandomSearch",
+    "RandomSpec",
+    "RoundPlan",
+    "SearchState",
+    "Strategy",
+    "StrategyError",
+    "StrategySpec",
+    "Tpe",
+    "TpeSpec",
+    "full_level",
+    "ladder",
+    "make_strategy",
+    "parse_strategy",
+]

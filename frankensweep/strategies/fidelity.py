@@ -1,0 +1,103 @@
+"""Fidelity levels: the same evals made cheaper, so strategies can screen plans before scoring.
+
+A *ladder* is a list of levels, cheapest first; the top level is the sweep's own evals (full
+fidelity). Lower levels run only the *screen* eval (the first of the sweep's evals that can be
+scaled: perplexity by tokens, EQ-Bench by question count when it has a limit) at a fraction
+``eta ** -(distance from the top)`` of its size. Each level ranks plans by one eval's metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from frankensweep.evals.registry import (
+    REGISTRY,
+    EqBenchSpec,
+    PerplexitySpec,
+    eval_key,
+)
+
+#: fewest tokens a screening perplexity may score (fewer says nothing about a plan)
+MIN_SCREEN_TOKENS = 16
+
+
+class FidelityError(ValueError):
+    """The evals cannot be scaled down as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One fidelity level: the evals run at it and the one whose metric ranks plans there."""
+
+    evals: tuple
+    rank_by: object  # one of ``evals``
+    label: str
+
+    @property
+    def metric(self) -> str:
+        return REGISTRY[self.rank_by.kind].metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return REGISTRY[self.rank_by.kind].higher_is_better
+
+    @property
+    def rank_key(self) -> str:
+        return eval_key(self.rank_by)
+
+    def loss(self, metrics: dict[str, float]) -> float | None:
+        """The ranking metric as a loss (lower is better), or None when missing."""
+        value = metrics.get(self.metric)
+        if value is None:
+            return None
+        return -value if self.higher_is_better else value
+
+
+def scaled(spec, fraction: float):
+    """``spec`` at ``fraction`` of its size, or None when it cannot be scaled."""
+    if isinstance(spec, PerplexitySpec):
+        tokens = max(2, int(spec.tokens * fraction))
+        ctx = min(spec.ctx, tokens)
+        return spec.model_copy(update={"tokens": tokens // ctx * ctx, "ctx": ctx})
+    if isinstance(spec, EqBenchSpec) and spec.limit is not None:
+        return spec.model_copy(update={"limit": max(1, math.ceil(spec.limit * fraction))})
+    return None
+
+
+def describe(spec) -> str:
+    if isinstance(spec, PerplexitySpec):
+        return f"perplexity on {spec.tokens} tokens"
+    if isinstance(spec, EqBenchSpec):
+        return f"EQ-Bench on {spec.limit or 'all'} questions"
+    return spec.kind
+
+
+def full_level(evals: Sequence) -> Level:
+    """The sweep's own evals, ranked by the first one's metric."""
+    return Level(tuple(evals), evals[0], "full")
+
+
+def ladder(evals: Sequence, rungs: int, eta: int) -> list[Level]:
+    """``rungs`` levels, cheapest first, the last the full evals."""
+    if rungs < 1 or eta < 2:
+        raise FidelityError("halving needs rungs >= 1 and eta >= 2")
+    if rungs == 1:
+        return [full_level(evals)]
+    screen = next((s for s in evals if scaled(s, 0.5) is not None), None)
+    if screen is None:
+        raise FidelityError(
+            "halving screens plans with a cheaper eval: add a perplexity eval, or give the "
+            "eq_bench eval a limit"
+        )
+    levels = []
+    for r in range(rungs - 1):
+        spec = scaled(screen, eta ** -(rungs - 1 - r))
+        if isinstance(spec, PerplexitySpec) and spec.tokens < MIN_SCREEN_TOKENS:
+            raise FidelityError(
+                f"rung {r + 1} of {rungs} would score {spec.tokens} tokens (fewer than "
+                f"{MIN_SCREEN_TOKENS}): use fewer rungs, a smaller eta or more tokens"
+            )
+        levels.append(Level((spec,), spec, describe(spec)))
+    return [*levels, full_level(evals)]

@@ -1,0 +1,183 @@
+"""Rounds on stored sweeps: start a sweep's first round, and advance it when a round ends.
+
+``advance`` may be called by anyone at any time (the embedded worker after each round, every
+Celery task after its unit, the API on restart): it acts only when the sweep's current round
+has no pending or running candidate. The strategy proposes the next round outside any write
+transaction (Optuna writes to the same database), then the round is stored in one transaction
+guarded by compare-and-set on ``sweeps.round``, so concurrent callers store it once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from frankensweep.db.models import Candidate, CandidateStatus, Sweep, SweepStatus
+from frankensweep.db.store import refresh_sweep, results_for
+from frankensweep.evals.registry import parse_eval
+from frankensweep.search import (
+    Filters,
+    Plan,
+    SpacePoint,
+    enumerate_space,
+    space_from_spec,
+)
+from frankensweep.strategies import make_strategy
+from frankensweep.strategies.base import CandidateState, RoundPlan, SearchState
+from frankensweep.strategies.fidelity import Level
+
+log = logging.getLogger(__name__)
+
+
+def sweep_levels(sweep: Sweep) -> list[Level]:
+    """The sweep's fidelity levels, cheapest first (one level, the full evals, for most)."""
+    return make_strategy(sweep.strategy).levels([parse_eval(e) for e in sweep.evals])
+
+
+def space_points(sweep: Sweep) -> list[SpacePoint]:
+    """The plans of the sweep's space kept by its filters, the base model's plan left out."""
+    spec = {k: v for k, v in sweep.space.items() if k != "filters"}
+    space = space_from_spec(spec, num_layers=sweep.num_layers)
+    points = enumerate_space(space, Filters.from_dict(sweep.space.get("filters"))).points
+    base = Plan.base(sweep.num_layers).layers()
+    return [p for p in points if p.plan.layers() != base]
+
+
+def _storage_url(session: Session) -> str:
+    return session.get_bind().url.render_as_string(hide_password=False)
+
+
+def search_state(
+    session: Session, sweep: Sweep, round: int, points: Sequence[SpacePoint] | None = None
+) -> SearchState:
+    """What the strategy sees: every candidate but the reference, scored at its fidelity."""
+    levels = sweep_levels(sweep)
+    candidates = list(
+        session.scalars(
+            select(Candidate)
+            .where(Candidate.sweep_id == sweep.id, Candidate.is_reference.is_(False))
+            .order_by(Candidate.ordinal)
+        )
+    )
+    stored = results_for(
+        session, sweep.model, [c.digest for c in candidates], {lv.rank_key for lv in levels}
+    )
+    states = []
+    for c in candidates:
+        level = levels[min(c.fidelity or 0, len(levels) - 1)]
+        result = stored.get((c.digest, level.rank_key))
+        states.append(
+            CandidateState(
+                id=c.id,
+                plan=c.plan,
+                params=c.params,
+                fidelity=c.fidelity or 0,
+                status=c.status,
+                trial=c.trial,
+                loss=level.loss(result.metrics) if result else None,
+            )
+        )
+    return SearchState(
+        sweep_id=sweep.id,
+        round=round,
+        levels=levels,
+        candidates=states,
+        storage_url=_storage_url(session),
+        enumerate_points=(
+            (lambda: list(points)) if points is not None else (lambda: space_points(sweep))
+        ),
+    )
+
+
+def _apply(session: Session, sweep: Sweep, plan: RoundPlan | None, round: int) -> list[int]:
+    """Store a proposed round; return the ids of the candidates it will evaluate."""
+    if not plan:
+        sweep.search_finished = True
+        refresh_sweep(session, sweep)
+        return []
+    ordinal = session.scalar(
+        select(func.coalesce(func.max(Candidate.ordinal), -1)).where(Candidate.sweep_id == sweep.id)
+    )
+    added = []
+    for point, fidelity, trial in plan.add:
+        ordinal += 1
+        added.append(
+            Candidate(
+                sweep_id=sweep.id,
+                ordinal=ordinal,
+                plan=str(point.plan),
+                digest=point.plan.digest,
+                params=point.params,
+                fidelity=fidelity,
+                round=round,
+                trial=trial,
+            )
+        )
+    session.add_all(added)
+    changed = set(plan.promote) | set(plan.prune)
+    for c in session.scalars(select(Candidate).where(Candidate.id.in_(changed))):
+        if c.id in plan.promote:
+            c.fidelity, c.round = plan.promote[c.id], round
+            c.status, c.claimed_by, c.error = CandidateStatus.pending, None, None
+            c.started_at = c.finished_at = None
+        else:
+            c.status, c.pruned_reason = CandidateStatus.pruned, plan.prune[c.id]
+    session.flush()
+    sweep.search_finished = plan.last
+    sweep.dispatched_at = None
+    refresh_sweep(session, sweep)
+    return [c.id for c in added] + list(plan.promote)
+
+
+def begin(session: Session, sweep_id: int, points: Sequence[SpacePoint]) -> int:
+    """Store the first round of a stored sweep (``points``: its space, already enumerated)."""
+    sweep = session.get(Sweep, sweep_id)
+    strategy = make_strategy(sweep.strategy)
+    state = search_state(session, sweep, 0, points)
+    session.rollback()  # no transaction open while Optuna writes (SQLite allows one writer)
+    plan = strategy.propose(state)
+    sweep = session.get(Sweep, sweep_id)
+    ids = _apply(session, sweep, plan, 0)
+    session.commit()
+    return len(ids)
+
+
+def advance(sessions: sessionmaker[Session], sweep_id: int) -> list[int] | None:
+    """If the sweep's round is over, store the next; its candidate ids, or None if none."""
+    with sessions() as s:
+        sweep = s.get(Sweep, sweep_id)
+        if sweep is None or sweep.status in (SweepStatus.cancelled, SweepStatus.failed):
+            return None
+        busy = s.scalar(
+            select(func.count()).where(
+                Candidate.sweep_id == sweep_id,
+                Candidate.status.in_([CandidateStatus.pending, CandidateStatus.running]),
+            )
+        )
+        if busy:
+            return None
+        current = sweep.round
+        if sweep.search_finished:  # last round over: let a model-based strategy learn from it
+            make_strategy(sweep.strategy).observe(search_state(s, sweep, current + 1))
+            refresh_sweep(s, sweep)
+            s.commit()
+            return None
+        strategy = make_strategy(sweep.strategy)
+        state = search_state(s, sweep, current + 1)
+        s.rollback()
+        strategy.observe(state)
+        plan = strategy.propose(state)
+        cas = update(Sweep).where(Sweep.id == sweep_id, Sweep.round == current)
+        won = s.execute(cas.values(round=current + 1)).rowcount
+        if not won:  # another caller stored this round
+            s.rollback()
+            return None
+        sweep = s.get(Sweep, sweep_id, populate_existing=True)
+        ids = _apply(s, sweep, plan, current + 1)
+        s.commit()
+        if ids:
+            log.info("sweep %s: round %d, %d candidates", sweep_id, current + 1, len(ids))
+        return ids or None
