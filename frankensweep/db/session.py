@@ -26,7 +26,15 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # pre-ping: a connection broken by a database restart is replaced, not handed out;
+    # connect_timeout: a database host that is down fails a request in 10 s instead of hanging
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"connect_timeout": 10},
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
