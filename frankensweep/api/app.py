@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from frankensweep import __version__
 from frankensweep.api import dashboard
+from frankensweep.api.errors import register_error_handlers
 from frankensweep.api.limits import BodySizeLimit
 from frankensweep.api.routes import candidates, sweeps
 from frankensweep.core.config import Settings, get_settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, dispatch: bool = True) -> FastA
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    register_error_handlers(app)  # database down: 503, retry
     app.include_router(sweeps.router)
     app.include_router(candidates.router)
     app.include_router(dashboard.router)
