@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import logging
 
-import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from frankensweep.db.session import DATABASE_DOWN
+
 log = logging.getLogger(__name__)
 
-#: the database cannot be reached right now (restart, failover, network); nothing was lost
-DATABASE_DOWN = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-)
 RETRY_AFTER_SECONDS = 5
 
 

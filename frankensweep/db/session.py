@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+#: the database cannot be reached right now (restart, failover, network): try again later
+DATABASE_DOWN = (
+    exc.OperationalError,  # connection refused, or dropped mid-statement
+    exc.InterfaceError,  # a connection already closed under us
+    exc.TimeoutError,  # no pooled connection came back in time
+)
 #: our Alembic version table; Optuna (same database) keeps its own in ``alembic_version``
 VERSION_TABLE = "frankensweep_alembic_version"
 
