@@ -8,6 +8,7 @@ from celery import shared_task
 
 from frankensweep.core.config import get_settings
 from frankensweep.db import make_engine, make_sessionmaker
+from frankensweep.db.session import DATABASE_DOWN
 from frankensweep.strategies.rounds import advance
 from frankensweep.worker.dispatch import send_round
 from frankensweep.worker.runner import MODELS, run_unit
@@ -18,7 +19,17 @@ def _sessions():
     return make_sessionmaker(make_engine(get_settings().database_url))
 
 
-@shared_task(name="frankensweep.run_unit", bind=True)
+@shared_task(
+    name="frankensweep.run_unit",
+    bind=True,
+    # the database went away: the unit is sent again with the same task id, so it resumes its
+    # own claims, and the results it stored stay (upserts are no-ops)
+    autoretry_for=DATABASE_DOWN,
+    retry_backoff=1,  # 1, 2, 4, 8, 16, then 30 s between attempts
+    retry_backoff_max=30,
+    retry_jitter=False,
+    max_retries=120,  # about an hour of a database that stays down, then the unit fails
+)
 def run_unit_task(self, sweep_id: int, candidate_ids: list[int]) -> dict:
     """Evaluate one work unit; the claimant is the task id, so a redelivery resumes it."""
     settings = get_settings()
