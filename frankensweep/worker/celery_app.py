@@ -18,11 +18,19 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,  # a killed worker process puts its unit back at once
         worker_prefetch_multiplier=1,  # a GPU worker holds one unit at a time
         task_time_limit=settings.task_time_limit,
-        task_soft_time_limit=max(1, settings.task_time_limit - 60),
-        # a unit whose worker vanished is redelivered after this; above the task time limit
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        # a minute before the hard limit, or a quarter of a short limit (tests use ~30 s)
+        task_soft_time_limit=settings.task_time_limit - min(60, settings.task_time_limit // 4),
+        broker_transport_options={
+            # a unit whose worker vanished is redelivered after this; above the task time limit
+            "visibility_timeout": settings.visibility_timeout,
+            # look for such units every 10 s (kombu's default scans every 10th tick: 100 s)
+            "unacked_restore_throttle": 1,
+        },
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
+        # a worker whose broker went away keeps reconnecting (after 2, 4, 6 ... s) instead of
+        # exiting after 100 tries; the units it was running finish and are acknowledged
+        broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
     )
     return app
