@@ -80,9 +80,8 @@ def browser():
         b.close()
 
 
-def test_submit_watch_sort_open_and_download(server, browser, tmp_path):
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+def open_page(browser):
+    """A browser context and page; the list collects the page's console errors and exceptions."""
     context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -92,6 +91,24 @@ def test_submit_watch_sort_open_and_download(server, browser, tmp_path):
         lambda m: errors.append(f"{page.url}: console: {m.text}") if m.type == "error" else None,
     )
     page.on("pageerror", lambda e: errors.append(f"{page.url}: pageerror: {e}"))
+    return context, page, errors
+
+
+def fill_sweep(page, name: str, slice_size: str) -> None:
+    """The new-sweep form: SmolLM2, an overlap space, perplexity on 256 tokens."""
+    page.fill("#name", name)
+    page.fill("#model", str(smollm2_path()))
+    page.fill("#slice_size", slice_size)
+    page.fill("#jump", "3,5,2")
+    page.fill("#last_slice", "8")
+    page.fill("#ppl-tokens", "256")
+    page.fill("#ppl-ctx", "128")
+
+
+def test_submit_watch_sort_open_and_download(server, browser, tmp_path):
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    context, page, errors = open_page(browser)
 
     # the empty list, then the form
     page.goto(server + "/")
@@ -100,13 +117,7 @@ def test_submit_watch_sort_open_and_download(server, browser, tmp_path):
     page.wait_for_url(server + "/new")
 
     # a bad value: the API's 422 message appears next to the form, nothing is stored
-    page.fill("#name", "browser sweep")
-    page.fill("#model", str(smollm2_path()))
-    page.fill("#slice_size", "40")
-    page.fill("#jump", "3,5,2")
-    page.fill("#last_slice", "8")
-    page.fill("#ppl-tokens", "256")
-    page.fill("#ppl-ctx", "128")
+    fill_sweep(page, "browser sweep", slice_size="40")
     page.click("#submit")
     page.wait_for_selector(".field-error.shown")
     shown = page.inner_text(".field-error.shown")
@@ -208,3 +219,112 @@ def test_submit_watch_sort_open_and_download(server, browser, tmp_path):
     unexpected = [e for e in errors if not any(x in e for x in expected)]
     assert len(errors) - len(unexpected) == 2, errors
     assert unexpected == [], unexpected
+
+
+def test_strategy_form_422s_then_a_halving_sweep_prunes(server, browser, tmp_path):
+    """The form's strategy part: per-kind fields, the API's 422s next to them, then a real
+    halving sweep (4 plans screened on perplexity over 128 tokens, the best 2 at full) watched
+    until its pruned rows show their level and reason."""
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    context, page, errors = open_page(browser)
+
+    page.goto(server + "/new")
+    fill_sweep(page, "halving in the browser", slice_size="8,14,2")
+
+    # grid shows no strategy settings; tpe shows budget (pre-filled), batch, startup, seed
+    assert page.input_value("#strategy-kind") == "grid"
+    assert page.is_hidden("#strategy-budget") and page.is_hidden("#strategy-eta")
+    page.select_option("#strategy-kind", "tpe")
+    assert page.is_visible("#strategy-budget") and page.is_visible("#strategy-batch")
+    assert page.is_hidden("#strategy-eta") and page.is_hidden("#strategy-rungs")
+    assert page.input_value("#strategy-budget") == "20"
+    assert "TPE" in page.inner_text(".strategy-help:not([hidden])")
+
+    # tpe without a budget: pydantic's 422, shown next to the budget field
+    page.fill("#strategy-budget", "")
+    page.click("#submit")
+    budget_error = page.locator('.field-error[data-loc="strategy.budget"]')
+    budget_error.wait_for(state="visible")
+    assert budget_error.inner_text() == "Field required"
+    summary = page.inner_text("#form-errors")
+    assert "strategy.tpe.budget: Field required" in summary, summary
+    assert "'grid' or 'halving'" not in summary  # the bare-name alternative's noise is left out
+    assert page.locator(".field-error.shown").count() == 1
+    page.screenshot(path=shots / "new-strategy-422.png", full_page=True)
+
+    # cmaes on an explicit space: the submission check's 422, next to the strategy kind
+    page.select_option("#space-kind", "explicit")
+    page.fill("#plans", "0-16,8-30\n0-20,10-30")
+    page.select_option("#strategy-kind", "cmaes")
+    page.fill("#strategy-budget", "2")
+    page.click("#submit")
+    kind_error = page.locator('.field-error[data-loc="strategy"]')
+    kind_error.wait_for(state="visible")
+    assert "cmaes needs ordered parameters" in kind_error.inner_text()
+    assert page.is_hidden('.field-error[data-loc="strategy.budget"]')  # cleared on resubmit
+    assert page.url == server + "/new"
+
+    # halving: eta and rungs appear, batch goes; a budget of 4 plans in the first rung
+    page.select_option("#space-kind", "overlap")
+    page.select_option("#strategy-kind", "halving")
+    assert page.is_visible("#strategy-eta") and page.is_hidden("#strategy-batch")
+    assert page.input_value("#strategy-eta") == "3" and page.input_value("#strategy-rungs") == "3"
+    page.fill("#strategy-budget", "4")
+    page.fill("#strategy-eta", "2")
+    page.fill("#strategy-rungs", "2")
+    page.click("#submit")
+    page.wait_for_url(re.compile(r".*/sweeps/\d+$"))
+
+    assert page.inner_text("#strategy") == "halving · eta 2 · rungs 2 · budget 4 · seed 0"
+    assert page.inner_text("#levels") == "perplexity on 128 tokens → full"
+    page.wait_for_function(
+        "document.getElementById('sweep-status').textContent.trim() === 'done'",
+        timeout=600_000,
+        polling=500,
+    )
+    assert page.inner_text("#sweep-round") == "round 2 of 2 · last round"
+    # the reference once, 4 screened, 2 of them again at full
+    assert "7/7 evaluations finished (100%)" in page.inner_text("#sweep-progress")
+    assert "pruned 2" in page.inner_text("#sweep-counts")
+    rows = page.locator("#leaderboard tbody tr")
+    assert rows.count() == 5
+    assert [rows.nth(i).get_attribute("data-status") for i in range(5)] == [
+        "done",
+        "done",
+        "done",
+        "pruned",
+        "pruned",
+    ]
+    assert [rows.nth(i).locator("td.reached").inner_text() for i in range(3)] == ["full"] * 3
+    for i in (3, 4):
+        pruned = rows.nth(i)
+        assert "pruned" in (pruned.get_attribute("class") or "")
+        reached = pruned.locator("td.reached").inner_text()
+        assert reached.startswith("perplexity on 128 tokens") and "perplexity " in reached
+        reason = pruned.locator(".status-pruned").get_attribute("title")
+        assert reason.startswith("pruned after rung 1 of 2 (perplexity on 128 tokens)"), reason
+        assert f"ranked {i} of 4; the best 2 went on" in reason
+        assert pruned.locator(".reason").is_visible()
+        assert pruned.locator(".reason").inner_text() == reason
+    page.screenshot(path=shots / "sweep-halving.png", full_page=True)
+
+    with page.expect_download() as download:
+        page.click("#download-csv")
+    header = Path(download.value.path()).read_text().splitlines()[0].split(",")
+    assert "fidelity_label" in header and "pruned_reason" in header
+
+    # a pruned candidate's page: its level, reason and the screening result
+    rows.nth(4).locator("a").first.click()
+    page.wait_for_url(re.compile(r".*/candidates/\d+$"))
+    assert page.inner_text("#pruned-reason").startswith("pruned after rung 1 of 2")
+    assert page.inner_text("#fidelity") == "perplexity on 128 tokens (level 1 of 2)"
+    results = page.locator("section.result")
+    assert results.count() == 1
+    assert results.first.get_attribute("data-level") == "perplexity on 128 tokens"
+    page.screenshot(path=shots / "candidate-pruned.png", full_page=True)
+
+    context.close()
+    expected = "/new: console: Failed to load resource: the server responded with a status of 422"
+    assert [e for e in errors if expected not in e] == [], errors
+    assert len(errors) == 2, errors  # the two 422s provoked on purpose

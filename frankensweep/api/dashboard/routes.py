@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections import Counter
 from datetime import UTC, datetime
 from functools import cache
@@ -28,7 +29,9 @@ from frankensweep.api.leaderboard import candidate_scores, leaderboard, sweep_me
 from frankensweep.api.routes.sweeps import public
 from frankensweep.db import Candidate, Sweep
 from frankensweep.db.models import FINISHED_SWEEP
+from frankensweep.evals.registry import eval_key
 from frankensweep.search import Plan
+from frankensweep.strategies.rounds import sweep_levels
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -99,20 +102,77 @@ def plan_svg(plan: str, num_layers: int, scale: int = 3, height: int = 36) -> Ma
     )
 
 
+def strategy_text(strategy: dict[str, Any]) -> str:
+    """A stored strategy spec in a line: ``halving · eta 3 · rungs 3 · budget all · seed 0``."""
+    parts = [str(strategy.get("kind", "grid"))]
+    for name, value in strategy.items():
+        if name == "kind":
+            continue
+        if value is None:
+            value = {"budget": "all", "startup": "auto"}.get(name, "default")
+        parts.append(f"{name} {value}")
+    return " · ".join(parts)
+
+
+def round_text(sweep) -> str:
+    """The round in progress of a ``SweepPublic``: ``round 2 of 3``, ``· last round`` at the end."""
+    text = f"round {sweep.round + 1}"
+    if sweep.strategy.get("kind") == "halving":
+        text += f" of {len(sweep.levels)}"  # one round per rung
+    return text + (" · last round" if sweep.search_finished else "")
+
+
 templates.env.globals.update(
     fmt_time=fmt_time,
     fmt_seconds=fmt_seconds,
     fmt_score=fmt_score,
     plan_svg=plan_svg,
+    strategy_text=strategy_text,
+    round_text=round_text,
     version=__version__,
 )
 
+FINISHED_CANDIDATE = ("done", "failed", "pruned", "cancelled")
 
-def progress(sweep) -> dict[str, Any]:
-    """Finished and total candidates, and the percentage, of a ``SweepPublic``."""
-    finished = sum(sweep.counts.get(s, 0) for s in ("done", "failed", "pruned", "cancelled"))
-    pct = round(100 * finished / sweep.total) if sweep.total else 0
-    return {"finished": finished, "total": sweep.total, "pct": pct}
+
+def progress(info, sweep: Sweep) -> dict[str, Any]:
+    """Finished and expected evaluations of a sweep (``info``: its ``SweepPublic``), and the %.
+
+    The unit is one candidate evaluated at one fidelity level, so the bar neither runs back
+    when halving sends promoted candidates back to pending nor passes 100% when tpe / cmaes add
+    candidates round by round: until the strategy's last round the total is an estimate (the
+    budget, or the halving ladder from the first rung's size), never less than what is known.
+    """
+    top = max(len(info.levels) - 1, 0)
+    spec = info.strategy
+    finished = outstanding = first_rung = references = 0
+    for c in sweep.candidates:
+        reached = min(c.fidelity or 0, top)
+        start = top if c.is_reference else 0  # the reference is evaluated at full fidelity only
+        over = c.status in FINISHED_CANDIDATE
+        finished += max(reached - start, 0) + over
+        outstanding += not over
+        references += c.is_reference
+        first_rung += not c.is_reference
+    known = finished + outstanding
+    total = known
+    if not info.search_finished and info.status not in FINISHED_SWEEP:
+        if spec.get("kind") in ("tpe", "cmaes") and spec.get("budget"):
+            total = references + spec["budget"]
+        elif spec.get("kind") == "halving":
+            total, rung = references + first_rung, first_rung
+            for _ in range(top):
+                rung = max(1, math.ceil(rung / spec.get("eta", 3))) if rung else 0
+                total += rung
+    total = max(total, known)
+    pct = math.floor(100 * finished / total) if total else 0
+    return {
+        "finished": finished,
+        "total": total,
+        "pct": pct,
+        "unit": "evaluations" if top else "candidates",
+        "estimate": total > known,
+    }
 
 
 def not_found(request: Request, detail: str) -> HTMLResponse:
@@ -135,6 +195,7 @@ def sweep_view(session, sweep: Sweep) -> dict[str, Any]:
     info = public(session, sweep)
     metrics = sweep_metrics(sweep)
     board = leaderboard(session, sweep, None)
+    levels = sweep_levels(sweep)
     candidates = {c.id: c for c in sweep.candidates}
     all_metrics: list[str] = list(metrics)
     rows = ([board.reference] if board.reference else []) + board.rows
@@ -160,6 +221,7 @@ def sweep_view(session, sweep: Sweep) -> dict[str, Any]:
                 "params": r.params,
                 "scores": r.scores,
                 "status": r.status,
+                "fidelity_label": r.fidelity_label,
                 "finished_at": (
                     candidates[r.candidate_id].finished_at.isoformat()
                     if candidates[r.candidate_id].finished_at
@@ -171,8 +233,9 @@ def sweep_view(session, sweep: Sweep) -> dict[str, Any]:
     }
     return {
         "sweep": info,
-        "progress": progress(info),
+        "progress": progress(info, sweep),
         "board": board,
+        "level_metrics": [level.metric for level in levels],
         "metrics": all_metrics,
         "higher": chart["higher"],
         "param_names": param_names,
@@ -197,7 +260,9 @@ def sweeps_page(request: Request, session: SessionDep, fragment: bool = False) -
     for sweep in session.scalars(select(Sweep).order_by(Sweep.id.desc()).limit(500)):
         info = public(session, sweep)
         metric, best = best_score(session, sweep)
-        items.append({"sweep": info, "progress": progress(info), "metric": metric, "best": best})
+        items.append(
+            {"sweep": info, "progress": progress(info, sweep), "metric": metric, "best": best}
+        )
     running = any(i["sweep"].status not in FINISHED_SWEEP for i in items)
     name = "_sweeps_table.html" if fragment else "sweeps.html"
     return templates.TemplateResponse(
@@ -235,17 +300,23 @@ def candidate_page(candidate_id: RowId, request: Request, session: SessionDep) -
     c = session.get(Candidate, candidate_id)
     if c is None:
         return not_found(request, f"candidate {candidate_id} not found")
-    scores, rows, _partial = candidate_scores(session, c.sweep, [c])
+    scores, rows, partial = candidate_scores(session, c.sweep, [c])
+    levels = sweep_levels(c.sweep)
+    # every level's results, cheapest first (a key in several levels counts as the highest)
+    level_of_key = {eval_key(spec): i for i, level in enumerate(levels) for spec in level.evals}
+    reached = min(c.fidelity or 0, len(levels) - 1)
+    stored = sorted(rows.get(c.digest, []), key=lambda r: level_of_key.get(r.eval_key, -1))
     results = [
         {
             "kind": r.eval_kind,
             "eval_key": r.eval_key,
+            "level": levels[level_of_key[r.eval_key]].label if r.eval_key in level_of_key else "",
             "metrics": r.metrics,
             "details": r.details or {},
             "seconds": r.seconds,
             "created_at": r.created_at,
         }
-        for r in rows.get(c.digest, [])
+        for r in stored
     ]
     return templates.TemplateResponse(
         request,
@@ -256,6 +327,10 @@ def candidate_page(candidate_id: RowId, request: Request, session: SessionDep) -
             "sweep": c.sweep,
             "positions": len(Plan.parse(c.plan)),
             "scores": scores.get(c.digest, {}),
+            "partial": partial.get(c.digest, {}),
+            "reached": levels[reached].label,
+            "level_number": reached + 1,
+            "level_count": len(levels),
             "results": results,
         },
     )
@@ -275,7 +350,18 @@ def leaderboard_csv(sweep_id: RowId, session: SessionDep, metric: str | None = N
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
-        ["rank", "candidate_id", "reference", "plan", "positions", "status", *params, *metrics]
+        [
+            "rank",
+            "candidate_id",
+            "reference",
+            "plan",
+            "positions",
+            "status",
+            "fidelity_label",
+            "pruned_reason",
+            *params,
+            *metrics,
+        ]
     )
     for r in rows:
         writer.writerow(
@@ -286,6 +372,8 @@ def leaderboard_csv(sweep_id: RowId, session: SessionDep, metric: str | None = N
                 r.plan,
                 r.positions,
                 r.status,
+                r.fidelity_label,
+                r.pruned_reason or "",
                 *(r.params.get(p, "") for p in params),
                 *(r.scores.get(m, "") for m in metrics),
             ]

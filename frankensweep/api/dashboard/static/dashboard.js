@@ -155,7 +155,7 @@ const FS = (() => {
   }
 
   function sweepSignature(s) {
-    return [s.id, s.status, JSON.stringify(s.counts)].join("|");
+    return [s.id, s.status, s.round, s.search_finished, JSON.stringify(s.counts)].join("|");
   }
 
   function pollList() {
@@ -519,14 +519,78 @@ const FS = (() => {
       evals.push({ kind: "preference", prompts: value("pref-prompts") });
       kinds.push("preference");
     }
-    return { body: { name: value("name"), model: value("model"), space, evals }, kinds };
+    const strategy = buildStrategy();
+    return { body: { name: value("name"), model: value("model"), space, evals, strategy }, kinds };
   }
 
-  const UNION_TAGS = ["overlap", "rys", "explicit", "perplexity", "eq_bench", "preference", "int", "list[int]"];
+  // -- the strategy part of the form: which fields each kind has, and their defaults -----------
+  const STRATEGY_FIELDS = {
+    grid: [],
+    random: ["budget", "seed"],
+    halving: ["eta", "rungs", "budget", "seed"],
+    tpe: ["budget", "batch", "startup", "seed"],
+    cmaes: ["budget", "batch", "startup", "seed"],
+  };
+  const DEFAULT_BUDGET = { random: "20", tpe: "20", cmaes: "20", halving: "" }; // halving: all
+
+  function buildStrategy() {
+    const kind = value("strategy-kind") || "grid";
+    const strategy = { kind };
+    for (const name of STRATEGY_FIELDS[kind] || []) {
+      const text = value("strategy-" + name);
+      if (text !== "") strategy[name] = Number(text); // blank: the API's default (or its 422)
+    }
+    return strategy;
+  }
+
+  function showStrategyKind() {
+    const kind = value("strategy-kind") || "grid";
+    for (const el of document.querySelectorAll(".strategy-help")) el.hidden = el.dataset.kind !== kind;
+    for (const el of document.querySelectorAll(".budget-help")) {
+      el.hidden = !el.dataset.kind.split(" ").includes(kind);
+    }
+    for (const el of document.querySelectorAll(".strategy-field")) {
+      el.hidden = !el.dataset.kinds.split(" ").includes(kind);
+    }
+    const budget = document.getElementById("strategy-budget");
+    if (budget && !budget.dataset.edited && kind in DEFAULT_BUDGET) {
+      budget.value = DEFAULT_BUDGET[kind];
+      budget.placeholder = kind === "halving" ? "all" : "";
+    }
+  }
+
+  function initStrategy() {
+    const select = document.getElementById("strategy-kind");
+    if (!select) return;
+    const budget = document.getElementById("strategy-budget");
+    if (budget) budget.addEventListener("input", () => (budget.dataset.edited = "1"));
+    select.addEventListener("change", showStrategyKind);
+    showStrategyKind();
+  }
+
+  const UNION_TAGS = [
+    "overlap", "rys", "explicit", "perplexity", "eq_bench", "preference", "int", "list[int]",
+    "grid", "random", "halving", "tpe", "cmaes",
+  ];
+
+  function isUnionTag(part) {
+    // pydantic's names of union members: "tagged-union[GridSpec,...]", "literal['grid','halving']"
+    return UNION_TAGS.includes(part) || /^(tagged-union|literal|function-[a-z]+)\[/.test(part);
+  }
+
+  function relevantErrors(details, body) {
+    // a strategy object fails both union members; the bare-name member's complaint
+    // ("Input should be 'grid' or 'halving'") says nothing about the object: leave it out
+    const isLiteral = (d) =>
+      Array.isArray(d.loc) && d.loc[1] === "strategy" && d.loc.some((p) => /^literal\[/.test(String(p)));
+    if (typeof body.strategy !== "object") return details;
+    const others = details.filter((d) => !isLiteral(d));
+    return others.length ? others : details;
+  }
 
   function fieldFor(loc, kinds) {
     // loc like ["body", "space", "overlap", "slice_size", 1] -> the closest data-loc element
-    let parts = loc.filter((p) => p !== "body" && !UNION_TAGS.includes(p)).map(String);
+    let parts = loc.filter((p) => p !== "body" && !isUnionTag(String(p))).map(String);
     if (parts[0] === "evals" && parts.length > 1 && /^\d+$/.test(parts[1])) {
       const kind = kinds[Number(parts[1])];
       if (kind) parts = ["eval-" + kind];
@@ -553,7 +617,8 @@ const FS = (() => {
     const list = document.createElement("ul");
     for (const d of details) {
       const loc = Array.isArray(d.loc) ? d.loc : [];
-      const text = (loc.length ? loc.filter((p) => p !== "body").join(".") + ": " : "") + d.msg;
+      const shownLoc = loc.filter((p) => p !== "body" && !/^(tagged-union|literal)\[/.test(String(p)));
+      const text = (shownLoc.length ? shownLoc.join(".") + ": " : "") + d.msg;
       const li = document.createElement("li");
       li.textContent = text;
       list.appendChild(li);
@@ -576,6 +641,7 @@ const FS = (() => {
     };
     kind.addEventListener("change", showKind);
     showKind();
+    initStrategy();
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       clearErrors();
@@ -593,7 +659,7 @@ const FS = (() => {
           return;
         }
         if (response.status === 422 && data && Array.isArray(data.detail)) {
-          showErrors(data.detail, kinds);
+          showErrors(relevantErrors(data.detail, body), kinds);
         } else {
           showErrors([{ loc: [], msg: detailText(data, "HTTP " + response.status) }], kinds);
         }
