@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import threading
+from collections import OrderedDict
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from frankensweep.api.schemas import Leaderboard, LeaderboardRow
 from frankensweep.db import Candidate, Sweep
+from frankensweep.db.models import FINISHED_SWEEP
 from frankensweep.db.store import results_for
 from frankensweep.evals.registry import REGISTRY, eval_key, parse_eval
-from frankensweep.search import Plan
 from frankensweep.strategies.rounds import sweep_levels
 
 
 class UnknownMetric(ValueError):
     pass
+
+
+def positions(plan: str) -> int:
+    """Layers a stored (canonical) plan runs, without building a Plan: ``0-16,8-24`` -> 32."""
+    total = 0
+    for piece in plan.split(","):
+        start, _, end = piece.partition("@")[0].partition("-")
+        total += int(end) - int(start)
+    return total
 
 
 def sweep_metrics(sweep: Sweep) -> dict[str, bool]:
@@ -73,7 +85,7 @@ def leaderboard(session: Session, sweep: Sweep, metric: str | None) -> Leaderboa
             rank=rank,
             candidate_id=c.id,
             plan=c.plan,
-            positions=len(Plan.parse(c.plan)),
+            positions=positions(c.plan),
             params=c.params,
             status=c.status,
             scores=scores.get(c.digest, {}),
@@ -98,6 +110,62 @@ def leaderboard(session: Session, sweep: Sweep, metric: str | None) -> Leaderboa
         sweep_id=sweep.id,
         metric=metric,
         higher_is_better=higher,
+        total=len(others),
         reference=row(reference, None) if reference else None,
         rows=[row(c, i) for i, c in enumerate(scored, 1)] + [row(c, None) for c in unscored],
     )
+
+
+# -- pages of cached boards ----------------------------------------------------------------------
+
+#: boards kept per process (least recently used dropped first), and JSON pages kept per board
+CACHE_SIZE = 16
+PAGES_PER_BOARD = 64
+_cache: OrderedDict[tuple, tuple[Leaderboard, dict[tuple[int, int], bytes]]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def board_stamp(session: Session, sweep: Sweep) -> tuple:
+    """What a board depends on: a finished sweep's candidates no longer change (no query);
+    an unfinished one's are summed up in one aggregate query over its candidates."""
+    stamp: tuple = (sweep.created_at, sweep.status, sweep.finished_at)
+    if sweep.status in FINISHED_SWEEP:
+        return stamp
+    summary = session.execute(
+        select(
+            func.count(),
+            func.max(Candidate.started_at),
+            func.max(Candidate.finished_at),
+            func.sum(Candidate.attempts),
+            func.sum(Candidate.fidelity),
+        ).where(Candidate.sweep_id == sweep.id)
+    ).one()
+    return (*stamp, *summary)
+
+
+def leaderboard_page_json(
+    session: Session, sweep: Sweep, metric: str | None, limit: int, offset: int = 0
+) -> bytes:
+    """The JSON of rows ``offset .. offset + limit`` of the board (ranks stay the board's own).
+
+    The whole board is computed once per :func:`board_stamp` and kept with its pages' JSON
+    (LRU, per process): many clients polling a large sweep cost a lookup each, not a ranking.
+    """
+    key = (sweep.id, metric, board_stamp(session, sweep))
+    with _cache_lock:  # one computation at a time; hits wait only while a miss computes
+        entry = _cache.get(key)
+        if entry is None:
+            entry = _cache[key] = (leaderboard(session, sweep, metric), {})
+            while len(_cache) > CACHE_SIZE:
+                _cache.popitem(last=False)
+        else:
+            _cache.move_to_end(key)
+        board, pages = entry
+        page = pages.get((limit, offset))
+        if page is None:
+            if len(pages) >= PAGES_PER_BOARD:
+                pages.clear()
+            rows = board.rows[offset : offset + limit]
+            page = board.model_copy(update={"rows": rows, "offset": offset}).model_dump_json()
+            page = pages[(limit, offset)] = page.encode()
+    return page

@@ -143,5 +143,7 @@ class Leaderboard(BaseModel):
     sweep_id: int
     metric: str
     higher_is_better: bool
+    total: int = Field(description="ranked and unranked rows of the whole board")
+    offset: int = Field(0, description="index of the first row returned in the whole board")
     reference: LeaderboardRow | None = Field(description="the base model itself (plan 0-N)")
-    rows: list[LeaderboardRow]
+    rows: list[LeaderboardRow] = Field(description="ranked rows first, then unranked")

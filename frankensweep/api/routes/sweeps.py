@@ -6,8 +6,8 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from sqlalchemy import func, select
 
-from frankensweep.api.deps import RowId, SessionDep, SettingsDep, WriterDep
-from frankensweep.api.leaderboard import UnknownMetric, leaderboard
+from frankensweep.api.deps import MAX_ID, RowId, SessionDep, SettingsDep, WriterDep
+from frankensweep.api.leaderboard import UnknownMetric, leaderboard_page_json
 from frankensweep.api.schemas import Leaderboard, SweepCreate, SweepCreated, SweepPublic
 from frankensweep.api.submission import SubmissionError, build_sweep, store_sweep
 from frankensweep.db import Sweep, SweepStatus
@@ -111,15 +111,18 @@ def delete(sweep_id: RowId, session: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{sweep_id}/leaderboard")
+@router.get("/{sweep_id}/leaderboard", response_model=Leaderboard)
 def read_leaderboard(
     sweep_id: RowId,
     session: SessionDep,
     metric: str | None = Query(None, description="default: the first eval's metric"),
-) -> Leaderboard:
-    """Candidates ranked by a metric, with the base model as the reference row."""
+    limit: int = Query(100, ge=1, le=1000, description="rows per page"),
+    offset: int = Query(0, ge=0, le=MAX_ID, description="rows to skip"),
+) -> Response:
+    """Candidates ranked by a metric, a page at a time, with the base model as reference row."""
     sweep = get_sweep(session, sweep_id)
     try:
-        return leaderboard(session, sweep, metric)
+        page = leaderboard_page_json(session, sweep, metric, limit, offset)
     except UnknownMetric as exc:
         raise unprocessable(("query", "metric"), str(exc)) from None
+    return Response(page, media_type="application/json")
