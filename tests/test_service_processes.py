@@ -9,128 +9,30 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
-import psutil
 import pytest
-import yaml
+from processes import (
+    Processes,
+    busy_pool_child,
+    check_outcome,
+    embedded_env,
+    wait_done,
+    wait_for_health,
+)
 from services import free_port
-from sqlalchemy import create_engine, select
 
-from frankensweep.db import Candidate, Result, upgrade
-from frankensweep.search import Plan, recipe_to_plan
+from frankensweep.db import upgrade
 from frankensweep.worker.models import smollm2_path
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 SWEEP = {
     "name": "processes",
     "space": {"kind": "overlap", "slice_size": [8, 14, 2], "jump": [3, 5, 2], "last_slice": 8},
     "evals": [{"kind": "perplexity", "corpus": "pydoc_data.topics", "tokens": 512, "ctx": 128}],
 }
-
-
-class Processes:
-    """Started processes, each logging to a file; all stopped at the end."""
-
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        self.tmp, self.env, self.procs = tmp, env, {}
-
-    def start(self, name: str, *args: str) -> psutil.Process:
-        log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            [str(BIN / "frankensweep"), *args],
-            env=self.env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        self.procs[name] = proc
-        return psutil.Process(proc.pid)
-
-    def log(self, name: str) -> str:
-        return (self.tmp / f"{name}.log").read_text()[-3000:]
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-
-
-def embedded_env(database_url: str, **extra: str) -> dict[str, str]:
-    """The environment of an embedded server (no broker) on ``database_url``."""
-    env = {
-        **os.environ,
-        "FRANKENSWEEP_DATABASE_URL": database_url,
-        "FRANKENSWEEP_DEVICE": "cpu",
-        "HF_HUB_OFFLINE": "1",
-        "TQDM_DISABLE": "1",
-        **extra,
-    }
-    env.pop("FRANKENSWEEP_BROKER_URL", None)
-    return env
-
-
-def wait_for_health(url: str, procs: Processes, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    raise AssertionError(f"API did not come up:\n{procs.log('api')}")
-
-
-def wait_done(url: str, sweep_id: int, procs: Processes, timeout: float = 900) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sweep = httpx.get(f"{url}/api/sweeps/{sweep_id}", timeout=10).json()
-        if sweep["status"] in ("done", "failed", "cancelled"):
-            return sweep
-        time.sleep(1)
-    logs = "\n".join(f"--- {n}\n{procs.log(n)}" for n in procs.procs)
-    raise AssertionError(f"sweep {sweep_id} still {sweep['status']}: {sweep['counts']}\n{logs}")
-
-
-def busy_pool_child(workers: list[psutil.Process]) -> psutil.Process | None:
-    """The pool process of a worker that is computing right now (high CPU)."""
-    children = [c for w in workers for c in w.children()]
-    for c in children:
-        c.cpu_percent(None)
-    time.sleep(0.5)
-    busy = [c for c in children if c.cpu_percent(None) > 50]
-    return busy[0] if busy else None
-
-
-def check_outcome(url: str, database_url: str, sweep_id: int) -> list[Candidate]:
-    board = httpx.get(f"{url}/api/sweeps/{sweep_id}/leaderboard", timeout=10).json()
-    assert board["reference"]["plan"] == "0-30" and board["reference"]["status"] == "done"
-    assert len(board["rows"]) == 7 and all(r["status"] == "done" for r in board["rows"])
-    values = [r["scores"]["perplexity"] for r in board["rows"]]
-    assert values == sorted(values) and [r["rank"] for r in board["rows"]] == list(range(1, 8))
-    recipe = httpx.get(f"{url}/api/candidates/{board['rows'][0]['candidate_id']}/recipe.yaml")
-    assert recipe_to_plan(recipe.text).plan == Plan.parse(board["rows"][0]["plan"])
-    assert yaml.safe_load(recipe.text)["merge_method"] == "passthrough"
-    engine = create_engine(database_url)
-    with engine.connect() as conn:
-        candidates = list(conn.execute(select(Candidate).where(Candidate.sweep_id == sweep_id)))
-        results = list(conn.execute(select(Result.plan_digest, Result.eval_key)))
-    engine.dispose()
-    # every candidate scored exactly once: one result row per plan, none missing, none extra
-    assert sorted(r.plan_digest for r in results) == sorted(c.digest for c in candidates)
-    return candidates
 
 
 def test_celery_workers_on_postgresql_survive_a_sigkill(tmp_path, postgres_server, redis_server):
