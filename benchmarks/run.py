@@ -30,6 +30,7 @@ SECTIONS: dict[str, str] = {
     "engine": "benchmarks.engine",
     "sweep": "benchmarks.sweep",
     "eq_bench": "benchmarks.eq_bench",
+    "load": "benchmarks.load",
 }
 
 ROOT = Path(__file__).resolve().parent.parent
