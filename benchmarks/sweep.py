@@ -41,6 +41,7 @@ from frankensweep.evals.perplexity import (
     tokenize_corpus,
 )
 from frankensweep.evals.prefix import DEFAULT_MEMORY_BUDGET, PrefixStats, tree_nodes
+from frankensweep.mergekit import MERGEKIT_FLAGS, mergekit_command
 from frankensweep.search import Filters, OverlapSpace, Plan, enumerate_space, plan_to_recipe
 from frankensweep.worker.models import smollm2_path
 from frankensweep.worker.prefix_views import shared_view_perplexities
@@ -55,15 +56,6 @@ EXAMPLE_SPACE = {"slice_size": "10:16:2", "jump": "3:5", "last_slice": "6:8:2"}
 MIN_PLANS = 10
 CTX = 512  # tokens per window
 RATIO_TARGET = 1.8  # separate / prefix-shared wall-clock
-MERGEKIT_FLAGS = (
-    "--no-cuda",
-    "--device",
-    "cpu",
-    "--copy-tokenizer",
-    "--clone-tensors",
-    "--no-write-model-card",
-    "--quiet",
-)
 
 
 @dataclass(frozen=True)
@@ -277,7 +269,8 @@ def mergekit_plan(plan: Plan, base_dir: Path, work: Path, windows: torch.Tensor)
     start = time.perf_counter()
     recipe.write_text(plan_to_recipe(plan, str(base_dir), "float32"), encoding="utf-8")
     recipe_seconds = time.perf_counter() - start
-    command = [executable("mergekit-yaml"), str(recipe), str(out), *MERGEKIT_FLAGS]
+    executable("mergekit-yaml")  # a clear error if mergekit is missing
+    command = mergekit_command(recipe, out)
     child = run_child(command, work / "mergekit.log")
     child = Child(child.seconds + recipe_seconds, child.peak_rss)  # recipe write included
     disk = dir_bytes(out)

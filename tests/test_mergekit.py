@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from frankensweep.mergekit import mergekit_command
 from frankensweep.search import Plan
 from frankensweep.worker.views import build_view, decoder_stack
 
@@ -48,22 +49,6 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def _mergekit_yaml_command(exe: str, recipe: Path, out_dir: Path) -> list[str]:
-    """``mergekit-yaml`` on CPU, tokenizer copied, repeated layers written as real copies."""
-    return [
-        exe,
-        str(recipe),
-        str(out_dir),
-        "--no-cuda",
-        "--device",
-        "cpu",
-        "--copy-tokenizer",
-        "--clone-tensors",
-        "--no-write-model-card",
-        "--quiet",
-    ]
-
-
 @dataclass
 class Pipeline:
     base_dir: Path
@@ -76,7 +61,7 @@ def pipeline(tmp_path_factory) -> Iterator[Pipeline]:
     """convert -> export -> mergekit-yaml, each as a real process; removed afterwards."""
     from frankensweep.worker.models import smollm2_path
 
-    mergekit_yaml = _exe("mergekit-yaml")  # skip before the slow steps if mergekit is missing
+    _exe("mergekit-yaml")  # fail before the slow steps if mergekit is missing
     frankensweep = _exe("frankensweep")
     root = tmp_path_factory.mktemp("mergekit")
     base_dir, recipe, merged_dir = root / "base", root / "recipe.yml", root / "merged"
@@ -86,7 +71,7 @@ def pipeline(tmp_path_factory) -> Iterator[Pipeline]:
         frankensweep, "export", "--model", str(base_dir), "--plan", PLAN, "--dtype", "float32"
     )
     recipe.write_text(exported.stdout)
-    _run(*_mergekit_yaml_command(mergekit_yaml, recipe, merged_dir))
+    _run(*mergekit_command(recipe, merged_dir))
     yield Pipeline(base_dir=base_dir, recipe_text=exported.stdout, merged_dir=merged_dir)
     shutil.rmtree(root, ignore_errors=True)  # 1.3 GB of fp32 weights; pytest keeps 3 runs
 
