@@ -31,6 +31,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
         # a worker whose broker went away keeps reconnecting (after 2, 4, 6 ... s) instead of
         # exiting after 100 tries; the units it was running finish and are acknowledged
         broker_connection_max_retries=None,
+        # and keeps its running unit meanwhile: pinned, Celery 6 flips the default to cancel it
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
     )
     return app
