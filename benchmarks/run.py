@@ -31,6 +31,7 @@ SECTIONS: dict[str, str] = {
     "sweep": "benchmarks.sweep",
     "eq_bench": "benchmarks.eq_bench",
     "load": "benchmarks.load",
+    "search": "benchmarks.search",
 }
 
 ROOT = Path(__file__).resolve().parent.parent
