@@ -128,7 +128,7 @@ _cache_lock = threading.Lock()
 def board_stamp(session: Session, sweep: Sweep) -> tuple:
     """What a board depends on: a finished sweep's candidates no longer change (no query);
     an unfinished one's are summed up in one aggregate query over its candidates."""
-    stamp: tuple = (sweep.created_at, sweep.status, sweep.finished_at)
+    stamp: tuple = (sweep.created_at, sweep.status, sweep.finished_at, sweep.round)
     if sweep.status in FINISHED_SWEEP:
         return stamp
     summary = session.execute(

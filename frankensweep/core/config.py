@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     # Celery on Redis: a unit whose worker vanished is redelivered after this many seconds;
     # kept above the task time limit (default: limit + 10 min) so no running unit is redelivered
     visibility_timeout: int | None = Field(default=None, ge=1)
+    # a candidate whose worker died this many times while evaluating it is marked failed
+    max_attempts: int = Field(default=4, ge=1)
+    # scaled mode: the API re-sends rounds never sent (broker down) and stores rounds whose
+    # predecessor ended unseen, every this many seconds
+    reconcile_seconds: float = Field(default=30.0, gt=0)
     # how many candidates of one sweep a work unit evaluates together (they share prefixes)
     unit_size: int = Field(default=8, ge=1)
     # where uploaded data paths must live (colon-separated); empty: working directory + demo model

@@ -139,6 +139,24 @@ def release_running(session: Session, sweep_id: int | None = None) -> int:
     return result.rowcount
 
 
+def fail_claimed(session: Session, sweep_id: int, claimant: str, reason: str) -> int:
+    """Mark what ``claimant`` still holds of a sweep failed (its unit gave up); return count."""
+    result = session.execute(
+        update(Candidate)
+        .where(
+            Candidate.sweep_id == sweep_id,
+            Candidate.status == CandidateStatus.running,
+            Candidate.claimed_by == claimant,
+        )
+        .values(status=CandidateStatus.failed, error=reason, finished_at=utcnow())
+    )
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is not None:
+        refresh_sweep(session, sweep)
+    session.commit()
+    return result.rowcount
+
+
 def finish_candidate(
     session: Session, candidate: Candidate, status: CandidateStatus, error: str | None = None
 ) -> None:
@@ -206,6 +224,15 @@ def pending_candidates(session: Session, sweep_id: int) -> list[Candidate]:
                 Candidate.status.in_([CandidateStatus.pending, CandidateStatus.running]),
             )
             .order_by(Candidate.ordinal)
+        )
+    )
+
+
+def running_candidates(session: Session, sweep_id: int) -> int:
+    """How many of the sweep's candidates a worker holds right now."""
+    return session.scalar(
+        select(func.count()).where(
+            Candidate.sweep_id == sweep_id, Candidate.status == CandidateStatus.running
         )
     )
 

@@ -75,6 +75,32 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
 
 
+def _interrupt(exc: BaseException) -> bool:
+    """A time limit (Celery's soft limit) ends the unit: it is not the plan's fault."""
+    return type(exc).__name__ in ("SoftTimeLimitExceeded", "TimeLimitExceeded")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"  # torch.OutOfMemoryError (CUDA, MPS)
+        or "out of memory" in text
+        or "can't allocate memory" in text  # torch's CPU allocator
+    )
+
+
+def failure(kind: str, exc: BaseException) -> str:
+    """Why a plan failed, one line; out-of-memory errors say so (and free the CUDA cache)."""
+    if not _out_of_memory(exc):
+        return f"{kind}: {_one_line(exc)}"
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return f"{kind}: out of memory: {_one_line(exc)}"
+
+
 def run_unit(
     sessions: sessionmaker[Session],
     sweep_id: int,
@@ -85,6 +111,7 @@ def run_unit(
     dtype: str = "auto",
     memory_budget: int = 1 << 30,
     progress: Callable[[int], None] | None = None,
+    max_attempts: int = 4,
 ) -> UnitReport:
     """Evaluate one unit; safe to run again (claims and result upserts are idempotent)."""
     report = UnitReport()
@@ -93,8 +120,20 @@ def run_unit(
         if sweep is None or sweep.status == SweepStatus.cancelled:
             return report
         candidates = claim(s, candidate_ids, claimant)
+        for c in [c for c in candidates if c.attempts > max_attempts]:
+            # its worker died every time (out of memory, killed): stop sending it round
+            finish_candidate(
+                s,
+                c,
+                CandidateStatus.failed,
+                f"gave up after {max_attempts} attempts: the worker evaluating it died each "
+                "time (out of memory? see the worker's log)",
+            )
+            candidates.remove(c)
         report.claimed = len(candidates)
         if not candidates:
+            refresh_sweep(s, sweep)
+            s.commit()
             return report
         refresh_sweep(s, sweep)
         s.commit()
@@ -114,7 +153,7 @@ def run_unit(
         base = models.get(model_spec, device, dtype)
     except Exception as exc:  # the model itself cannot be used: every candidate fails
         log.exception("cannot load %s", model_spec)
-        failed = dict.fromkeys(plans, f"loading the base model: {_one_line(exc)}")
+        failed = dict.fromkeys(plans, failure("loading the base model", exc))
     else:
         ctx = EvalContext(
             base=base.model,
@@ -165,14 +204,18 @@ def _run_eval(sessions, model_spec, spec, plans, failed, ctx, report) -> None:
     by_plan = {plan: cid for cid, plan in todo.items()}
     try:
         outcomes = impl.run(spec, list(by_plan), ctx)
-    except Exception:  # isolate the plan that fails; the others go on
+    except Exception as exc:  # isolate the plan that fails; the others go on
+        if _interrupt(exc):
+            raise
         log.exception("%s failed on a unit; retrying plan by plan", spec.kind)
         outcomes = {}
         for plan, cid in by_plan.items():
             try:
                 outcomes.update(impl.run(spec, [plan], ctx))
             except Exception as exc:
-                failed[cid] = f"{spec.kind}: {_one_line(exc)}"
+                if _interrupt(exc):
+                    raise
+                failed[cid] = failure(spec.kind, exc)
     with sessions() as s:
         for plan, outcome in outcomes.items():
             cid = by_plan[plan]
