@@ -208,6 +208,37 @@ def test_redis_stopped_for_10_seconds_mid_sweep(tmp_path, postgres_server, model
             postgres_server.drop_database("faults_redis")
 
 
+def test_sweep_submitted_while_redis_is_down_is_sent_when_it_returns(
+    tmp_path, postgres_server, models
+):
+    """The API stores a sweep the broker cannot take yet (201 all the same); its reconciler
+    sends the units once Redis is back, and every candidate is evaluated once."""
+    database_url = postgres_server.create_database("faults_submit_redis")
+    upgrade(database_url)
+    env = {
+        "FRANKENSWEEP_UNIT_SIZE": "2",
+        "FRANKENSWEEP_PATH_ROOTS": str(models),
+        "FRANKENSWEEP_RECONCILE_SECONDS": "2",
+    }
+    with RedisServer(appendonly=True) as redis:
+        procs = Processes(tmp_path, scaled_env(database_url, redis.url, **env))
+        try:
+            url = start_scaled(procs, free_port())
+            redis.stop()
+            sweep_id = submit(url, models / "tiny", PLANS)
+            time.sleep(5)  # two reconciler passes fail meanwhile: nothing is lost or run
+            sweep = httpx.get(f"{url}/api/sweeps/{sweep_id}", timeout=10).json()
+            assert sweep["status"] == "queued" and sweep["counts"]["pending"] == len(PLANS) + 1
+            assert "will retry" in procs.log("api", 100_000)
+            redis.start()
+            final = wait_done(url, sweep_id, procs, timeout=300)
+            assert final["status"] == "done", final
+            check_all_done(url, database_url, sweep_id)
+        finally:
+            procs.stop_all()
+            postgres_server.drop_database("faults_submit_redis")
+
+
 def test_postgresql_stopped_for_10_seconds_mid_sweep(tmp_path, models):
     """PostgreSQL stops (immediate, like a crash) and starts again: the API answers 503 while it
     is down, the workers retry their units with backoff, and every candidate ends scored once."""

@@ -12,7 +12,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from frankensweep.core.config import Settings
 from frankensweep.db import Sweep
 from frankensweep.db.models import utcnow
-from frankensweep.db.store import pending_candidates, release_running, unfinished_sweeps
+from frankensweep.db.store import (
+    pending_candidates,
+    release_running,
+    running_candidates,
+    unfinished_sweeps,
+)
 from frankensweep.strategies.rounds import advance
 from frankensweep.worker.runner import MODELS, plan_units, run_unit
 
@@ -77,13 +82,19 @@ class EmbeddedDispatcher:
                     device=self.settings.device,
                     dtype=self.settings.dtype,
                     memory_budget=self.settings.prefix_memory_budget,
+                    max_attempts=self.settings.max_attempts,
                 )
             if advance(self.sessions, sweep_id) is None:
                 return
 
 
 class CeleryDispatcher:
-    """Sends each work unit to the ``gpu`` queue; the broker keeps them across restarts."""
+    """Sends each work unit to the ``gpu`` queue; the broker keeps them across restarts.
+
+    Workers store and send the next round themselves; a reconciler thread here repairs what a
+    fault left undone: a round never sent (the broker was down), a round whose last unit died
+    before storing the next, units the broker lost (sent long ago, never claimed).
+    """
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         from frankensweep.worker.celery_app import make_celery
@@ -91,19 +102,48 @@ class CeleryDispatcher:
         self.sessions = sessions
         self.settings = settings
         self.celery = make_celery(settings)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._reconcile_loop, name="frankensweep-reconciler", daemon=True
+        )
+        self._thread.start()
 
     def submit(self, sweep_id: int) -> None:
-        send_round(self.sessions, self.celery, sweep_id, self.settings.unit_size)
+        try:
+            send_round(self.sessions, self.celery, sweep_id, self.settings.unit_size)
+        except Exception as exc:  # broker down: stored all the same, the reconciler sends it
+            log.warning("sweep %s stored, not sent yet (%s); will retry", sweep_id, exc)
 
     def resume(self) -> None:
-        """After an API restart: store rounds whose predecessor ended unseen, send unsent ones."""
+        """Store rounds whose predecessor ended unseen, send unsent or lost ones."""
         with self.sessions() as s:
             ids = [sw.id for sw in unfinished_sweeps(s)]
+            stale = utcnow().timestamp() - self.settings.visibility_timeout
+            lost = [
+                sw.id
+                for sw in unfinished_sweeps(s)
+                if sw.dispatched_at is not None
+                and sw.dispatched_at.timestamp() < stale
+                and not running_candidates(s, sw.id)
+            ]
+            if lost:  # sent before the broker's own redelivery deadline and nobody took them
+                for sweep in s.query(Sweep).filter(Sweep.id.in_(lost)):
+                    sweep.dispatched_at = None
+                s.commit()
         for sweep_id in ids:
             advance(self.sessions, sweep_id)
             self.submit(sweep_id)
 
+    def _reconcile_loop(self) -> None:
+        while not self._stop.wait(self.settings.reconcile_seconds):
+            try:
+                self.resume()
+            except Exception:  # the database may be down: try again next time
+                log.warning("reconciling sweeps failed; retrying", exc_info=True)
+
     def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
         self.celery.close()
 
 
