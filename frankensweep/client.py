@@ -53,8 +53,13 @@ class Client:
     def sweep(self, sweep_id: int) -> dict[str, Any]:
         return self._call("GET", f"/api/sweeps/{sweep_id}").json()
 
-    def leaderboard(self, sweep_id: int, metric: str | None = None) -> dict[str, Any]:
-        params = {"metric": metric} if metric else {}
+    def leaderboard(
+        self, sweep_id: int, metric: str | None = None, limit: int = 100, offset: int = 0
+    ) -> dict[str, Any]:
+        """One page of the ranked board (``total`` says how many rows it has)."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if metric:
+            params["metric"] = metric
         return self._call("GET", f"/api/sweeps/{sweep_id}/leaderboard", params=params).json()
 
     def recipe(self, candidate_id: int, dtype: str = "bfloat16") -> str:

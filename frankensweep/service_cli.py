@@ -188,14 +188,19 @@ def leaderboard(
     sweep_id: Annotated[int, typer.Argument(help="The sweep id.")],
     metric: Annotated[str | None, typer.Option(help="Rank by this metric.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="Rows per page (at most 1000).")] = 100,
+    offset: Annotated[int, typer.Option(help="Skip this many rows.")] = 0,
     url: UrlOpt = DEFAULT_URL,
 ) -> None:
     """Print a sweep's ranked candidates, with the base model as the reference row."""
-    board = Client(url).leaderboard(sweep_id, metric)
+    board = Client(url).leaderboard(sweep_id, metric, limit=limit, offset=offset)
     if as_json:
         out.print(json.dumps(board), markup=False)
-    else:
-        out.print(leaderboard_table(board))
+        return
+    out.print(leaderboard_table(board))
+    shown = offset + len(board["rows"])
+    if shown < board.get("total", shown):
+        err.print(f"rows {offset + 1}-{shown} of {board['total']}: --offset {shown} for more")
 
 
 DEMO_SWEEP = {
