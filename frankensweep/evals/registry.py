@@ -20,8 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from frankensweep.search import Plan  # torch-free; implementations import torch lazily
 
 
+def kind_required(schema: dict[str, Any]) -> None:
+    """In JSON, ``kind`` picks the eval (a discriminator): the schema says it is required."""
+    required = schema.setdefault("required", [])
+    if "kind" not in required:
+        required.insert(0, "kind")
+
+
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=kind_required)
 
 
 class PerplexitySpec(_Spec):

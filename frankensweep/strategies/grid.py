@@ -6,11 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from frankensweep.evals.registry import kind_required
 from frankensweep.strategies.base import RoundPlan, SearchState, Strategy
 
 
 class GridSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=kind_required)
     kind: Literal["grid"] = "grid"
 
 

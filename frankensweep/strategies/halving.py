@@ -15,12 +15,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from frankensweep.db.models import CandidateStatus
+from frankensweep.evals.registry import kind_required
 from frankensweep.strategies.base import RoundPlan, SearchState, Strategy
 from frankensweep.strategies.fidelity import Level, ladder
 
 
 class HalvingSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=kind_required)
     kind: Literal["halving"] = "halving"
     eta: int = Field(3, ge=2, le=10, description="keep the best 1/eta after each rung")
     rungs: int = Field(3, ge=2, le=6, description="fidelity levels, the last the full evals")

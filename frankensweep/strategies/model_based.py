@@ -19,12 +19,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from frankensweep.db.models import CandidateStatus
+from frankensweep.evals.registry import kind_required
 from frankensweep.search import SpacePoint
 from frankensweep.strategies.base import RoundPlan, SearchState, Strategy, StrategyError
 
 
 class _ModelBasedSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=kind_required)
     budget: int = Field(ge=1, le=10**6, description="plans to evaluate at full fidelity")
     batch: int = Field(4, ge=1, le=256, description="plans asked per round")
     startup: int | None = Field(

@@ -7,11 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from frankensweep.evals.registry import kind_required
 from frankensweep.strategies.base import RoundPlan, SearchState, Strategy
 
 
 class RandomSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=kind_required)
     kind: Literal["random"] = "random"
     budget: int = Field(ge=1, le=10**6, description="plans to evaluate at full fidelity")
     seed: int = Field(0, ge=0, le=2**31 - 1)
