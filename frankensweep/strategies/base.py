@@ -92,6 +92,9 @@ class Strategy(ABC):
     def observe(self, state: SearchState) -> None:  # noqa: B027 - optional hook
         """Learn from finished rounds (idempotent: it may see the same round again)."""
 
+    def forget(self, sweep_id: int, storage_url: str) -> None:  # noqa: B027 - optional hook
+        """Drop what the strategy keeps for a deleted sweep."""
+
     @abstractmethod
     def propose(self, state: SearchState) -> RoundPlan | None:
         """The next round, or None when the search is over."""

@@ -135,6 +135,17 @@ class ModelBased(Strategy):
         finally:
             storage.engine.dispose()
 
+    def forget(self, sweep_id: int, storage_url: str) -> None:
+        import optuna
+
+        storage = optuna.storages.RDBStorage(storage_url)
+        try:
+            optuna.delete_study(study_name=study_name(sweep_id), storage=storage)
+        except KeyError:  # never asked anything
+            pass
+        finally:
+            storage.engine.dispose()
+
     def propose(self, state: SearchState) -> RoundPlan | None:
         import optuna
 

@@ -133,6 +133,11 @@ def _apply(session: Session, sweep: Sweep, plan: RoundPlan | None, round: int) -
     return [c.id for c in added] + list(plan.promote)
 
 
+def forget(session: Session, sweep: Sweep) -> None:
+    """Drop what the sweep's strategy keeps elsewhere (an Optuna study) once it is deleted."""
+    make_strategy(sweep.strategy).forget(sweep.id, _storage_url(session))
+
+
 def begin(session: Session, sweep_id: int, points: Sequence[SpacePoint]) -> int:
     """Store the first round of a stored sweep (``points``: its space, already enumerated)."""
     sweep = session.get(Sweep, sweep_id)

@@ -165,6 +165,18 @@ def test_model_based_asks_and_tells_through_a_study_in_the_same_database(tmp_pat
     assert len(board["rows"]) == 8
 
 
+def test_deleting_a_sweep_deletes_its_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'delete.db'}"
+    with TestClient(create_app(settings(url), dispatch=False)) as client:
+        strategy = {"kind": "tpe", "budget": 4, "batch": 2}
+        sweep_id = client.post("/api/sweeps", json=body(strategy)).json()["id"]
+        assert study_name(sweep_id) in optuna.get_all_study_names(url)  # asked for round 0
+        assert client.delete(f"/api/sweeps/{sweep_id}").status_code == 204
+        assert study_name(sweep_id) not in optuna.get_all_study_names(url)
+        grid = client.post("/api/sweeps", json=body("grid")).json()["id"]
+        assert client.delete(f"/api/sweeps/{grid}").status_code == 204  # no study: fine
+
+
 def test_strategy_errors_are_422_and_store_nothing(tmp_path):
     url = f"sqlite:///{tmp_path / 'bad.db'}"
     with TestClient(create_app(settings(url), dispatch=False)) as client:

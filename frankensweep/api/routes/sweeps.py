@@ -12,7 +12,7 @@ from frankensweep.api.schemas import Leaderboard, SweepCreate, SweepCreated, Swe
 from frankensweep.api.submission import SubmissionError, build_sweep, store_sweep
 from frankensweep.db import Sweep, SweepStatus
 from frankensweep.db.store import cancel_sweep, eta_seconds, status_counts
-from frankensweep.strategies.rounds import sweep_levels
+from frankensweep.strategies.rounds import forget, sweep_levels
 
 router = APIRouter(prefix="/api/sweeps", tags=["sweeps"])
 
@@ -108,6 +108,7 @@ def delete(sweep_id: RowId, session: SessionDep) -> Response:
     cancel_sweep(session, sweep)
     session.delete(sweep)
     session.commit()
+    forget(session, sweep)
     return Response(status_code=204)
 
 
