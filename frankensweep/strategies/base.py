@@ -45,6 +45,7 @@ class SearchState:
     candidates: list[CandidateState]
     storage_url: str  # the sweep's database (Optuna keeps its studies there)
     enumerate_points: Callable[[], list[SpacePoint]]
+    finished: bool = False  # the last round is over: no round is being proposed anywhere
 
     @cached_property
     def points(self) -> list[SpacePoint]:

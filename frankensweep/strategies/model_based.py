@@ -14,6 +14,7 @@ import logging
 import math
 import warnings
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,6 +41,10 @@ class TpeSpec(_ModelBasedSpec):
 
 class CmaesSpec(_ModelBasedSpec):
     kind: Literal["cmaes"] = "cmaes"
+
+
+#: a trial asked this long ago with no candidate is an orphan (its round was never stored)
+ORPHAN_AFTER = timedelta(minutes=5)
 
 
 def study_name(sweep_id: int) -> str:
@@ -123,14 +128,21 @@ class ModelBased(Strategy):
         known = {c.trial: c for c in state.candidates if c.trial is not None}
         study, storage = self._study(state)
         try:
+            orphaned_before = datetime.now() - ORPHAN_AFTER  # Optuna stamps local naive times
             for trial in study.get_trials(deepcopy=False):
                 if trial.state != optuna.trial.TrialState.RUNNING:
                     continue
                 c = known.get(trial.number)
                 if c is not None and c.status == CandidateStatus.done and c.loss is not None:
                     _tell(study, trial.number, c.loss)
-                elif c is None or c.status in (CandidateStatus.failed, CandidateStatus.cancelled):
-                    # failed, or asked for a round that was never stored (crash, lost race)
+                elif c is not None and c.status in (
+                    CandidateStatus.failed,
+                    CandidateStatus.cancelled,
+                ):
+                    _tell(study, trial.number, None)
+                elif c is None and (state.finished or trial.datetime_start < orphaned_before):
+                    # asked for a round never stored (a crash, or a lost race); while the
+                    # search goes on, a young one may be a concurrent round being stored
                     _tell(study, trial.number, None)
         finally:
             storage.engine.dispose()
@@ -204,6 +216,8 @@ def _tell(study, number: int, loss: float | None) -> None:
             study.tell(number, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(number, loss)
+    except optuna.exceptions.UpdateFinishedTrialError:  # told between our read and write
+        pass
     except ValueError as exc:
         if "Cannot tell a" not in str(exc):  # "... COMPLETE/FAIL trial": already told
             raise

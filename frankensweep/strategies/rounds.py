@@ -167,7 +167,9 @@ def advance(sessions: sessionmaker[Session], sweep_id: int) -> list[int] | None:
             return None
         current = sweep.round
         if sweep.search_finished:  # last round over: let a model-based strategy learn from it
-            make_strategy(sweep.strategy).observe(search_state(s, sweep, current + 1))
+            state = search_state(s, sweep, current + 1)
+            state.finished = True
+            make_strategy(sweep.strategy).observe(state)
             refresh_sweep(s, sweep)
             s.commit()
             return None
