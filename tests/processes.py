@@ -20,7 +20,7 @@ import psutil
 import yaml
 from sqlalchemy import create_engine, select
 
-from frankensweep.db import Candidate, Result
+from frankensweep.db import Candidate, Result, Sweep
 from frankensweep.search import Plan, recipe_to_plan
 
 BIN = Path(sys.executable).parent
@@ -153,12 +153,15 @@ def busy_pool_child(workers: list[psutil.Process]) -> psutil.Process | None:
 
 
 def stored(database_url: str, sweep_id: int) -> tuple[list, list]:
-    """The sweep's candidates and every result row of the database, read directly."""
+    """The sweep's candidates and every result row of its base model, read directly (the
+    results of other sweeps on other models, running meanwhile, are left out)."""
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
             candidates = list(conn.execute(select(Candidate).where(Candidate.sweep_id == sweep_id)))
-            results = list(conn.execute(select(Result.plan_digest, Result.eval_key)))
+            model = conn.execute(select(Sweep.model).where(Sweep.id == sweep_id)).scalar_one()
+            query = select(Result.plan_digest, Result.eval_key).where(Result.model == model)
+            results = list(conn.execute(query))
     finally:
         engine.dispose()
     return candidates, results
