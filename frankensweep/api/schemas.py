@@ -89,7 +89,7 @@ class SweepPublic(BaseModel):
     evals: list[dict[str, Any]]
     strategy: dict[str, Any]
     round: int = Field(description="the evaluation round in progress (0: the first)")
-    search_finished: bool = Field(description="the strategy has proposed its last round")
+    search_finished: bool = Field(description="the search is over: no round is left to propose")
     levels: list[str] = Field(description="the strategy's fidelity levels, the last one full")
     counts: dict[str, int]
     total: int

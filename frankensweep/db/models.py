@@ -101,7 +101,7 @@ class Sweep(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # evaluation round in progress (strategies propose one round at a time, see strategies/)
     round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    # the strategy proposed its last round: the sweep is done once that round is
+    # the strategy has nothing more to propose after the last round: the sweep is done
     search_finished: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     candidates: Mapped[list[Candidate]] = relationship(

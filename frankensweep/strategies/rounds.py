@@ -2,7 +2,9 @@
 
 ``advance`` may be called by anyone at any time (the embedded worker after each round, every
 Celery task after its unit, the API on restart): it acts only when the sweep's current round
-has no pending or running candidate. The strategy proposes the next round outside any write
+has no pending or running candidate. A sweep is done only once ``advance`` finds its strategy
+has nothing more to propose (after the strategy has seen every result: an Optuna study is
+complete when its sweep is). The strategy proposes the next round outside any write
 transaction (Optuna writes to the same database), then the round is stored in one transaction
 guarded by compare-and-set on ``sweeps.round``, so concurrent callers store it once.
 """
@@ -127,7 +129,6 @@ def _apply(session: Session, sweep: Sweep, plan: RoundPlan | None, round: int) -
         else:
             c.status, c.pruned_reason = CandidateStatus.pruned, plan.prune[c.id]
     session.flush()
-    sweep.search_finished = plan.last
     sweep.dispatched_at = None
     refresh_sweep(session, sweep)
     return [c.id for c in added] + list(plan.promote)
@@ -166,18 +167,19 @@ def advance(sessions: sessionmaker[Session], sweep_id: int) -> list[int] | None:
         if busy:
             return None
         current = sweep.round
-        if sweep.search_finished:  # last round over: let a model-based strategy learn from it
-            state = search_state(s, sweep, current + 1)
-            state.finished = True
-            make_strategy(sweep.strategy).observe(state)
-            refresh_sweep(s, sweep)
-            s.commit()
-            return None
         strategy = make_strategy(sweep.strategy)
         state = search_state(s, sweep, current + 1)
         s.rollback()
         strategy.observe(state)
-        plan = strategy.propose(state)
+        plan = None if sweep.search_finished else strategy.propose(state)
+        if not plan:  # the search is over: the strategy sees all of it, then the sweep is done
+            state.finished = True
+            strategy.observe(state)
+            sweep = s.get(Sweep, sweep_id, populate_existing=True)
+            sweep.search_finished = True
+            refresh_sweep(s, sweep)
+            s.commit()
+            return None
         cas = update(Sweep).where(Sweep.id == sweep_id, Sweep.round == current)
         won = s.execute(cas.values(round=current + 1)).rowcount
         if not won:  # another caller stored this round
