@@ -113,7 +113,7 @@ def test_embedded_server_killed_mid_sweep_resumes_after_restart(tmp_path):
     url = f"http://127.0.0.1:{port}"
     procs = Processes(tmp_path, embedded_env(database_url, FRANKENSWEEP_UNIT_SIZE="2"))
     try:
-        api = procs.start("api", "serve", "--port", str(port))
+        procs.start("api", "serve", "--port", str(port))
         wait_for_health(url, procs)
         body = {**SWEEP, "model": str(smollm2_path())}
         sweep_id = httpx.post(f"{url}/api/sweeps", json=body, timeout=120).json()["id"]
@@ -124,8 +124,7 @@ def test_embedded_server_killed_mid_sweep_resumes_after_restart(tmp_path):
                 break
             time.sleep(0.3)
         assert 2 <= counts["done"] < 8, counts
-        api.send_signal(signal.SIGKILL)  # mid-sweep: some candidates done, one unit running
-        procs.procs["api"].wait(10)
+        procs.kill("api")  # mid-sweep: some candidates done, one unit running
         procs.start("api2", "serve", "--port", str(port))
         wait_for_health(url, procs)
         assert wait_done(url, sweep_id, procs)["status"] == "done"

@@ -8,8 +8,6 @@ middle of a round resumes after a restart and ends exactly as an uninterrupted o
 
 from __future__ import annotations
 
-import signal
-
 import httpx
 import optuna
 import pytest
@@ -88,7 +86,7 @@ def test_embedded_halving_killed_mid_round_resumes_after_restart(tmp_path):
     url = f"http://127.0.0.1:{port}"
     procs = Processes(tmp_path, embedded_env(database_url, FRANKENSWEEP_UNIT_SIZE="4"))
     try:
-        api = procs.start("api", "serve", "--port", str(port))
+        procs.start("api", "serve", "--port", str(port))
         wait_for_health(url, procs)
         body = {
             "name": "restart",
@@ -103,8 +101,7 @@ def test_embedded_halving_killed_mid_round_resumes_after_restart(tmp_path):
             return sweep["round"] == 1 and sweep["counts"]["pending"] < 12
 
         poll_sweep(url, sweep_id, procs, mid_round_two, timeout=900, every=0.2)
-        api.send_signal(signal.SIGKILL)
-        procs.procs["api"].wait(10)
+        procs.kill("api")
         procs.start("api2", "serve", "--port", str(port))
         wait_for_health(url, procs)
         assert wait_done(url, sweep_id, procs)["status"] == "done"
