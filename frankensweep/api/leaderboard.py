@@ -44,9 +44,11 @@ def candidate_scores(session: Session, sweep: Sweep, candidates: list[Candidate]
     at the level it reached are its *partial* scores, comparable only within that level.
     """
     levels = sweep_levels(sweep)
-    full_keys = {eval_key(spec) for spec in levels[-1].evals}
-    keys = {eval_key(spec) for level in levels for spec in level.evals}
-    stored = results_for(session, sweep.model, [c.digest for c in candidates], keys)
+    level_keys = [{eval_key(spec) for spec in level.evals} for level in levels]
+    full_keys = level_keys[-1]
+    stored = results_for(
+        session, sweep.model, [c.digest for c in candidates], set().union(*level_keys)
+    )
     level_of = {c.digest: _level(c, levels) for c in candidates}
     scores: dict[str, dict[str, float]] = {}
     partial: dict[str, dict[str, float]] = {}
@@ -55,10 +57,8 @@ def candidate_scores(session: Session, sweep: Sweep, candidates: list[Candidate]
         rows.setdefault(digest, []).append(result)
         if key in full_keys:
             scores.setdefault(digest, {}).update(result.metrics)
-        elif level_of[digest] < len(levels) - 1:
-            level_keys = {eval_key(spec) for spec in levels[level_of[digest]].evals}
-            if key in level_keys:
-                partial.setdefault(digest, {}).update(result.metrics)
+        elif level_of[digest] < len(levels) - 1 and key in level_keys[level_of[digest]]:
+            partial.setdefault(digest, {}).update(result.metrics)
     return scores, rows, partial
 
 

@@ -228,15 +228,6 @@ def pending_candidates(session: Session, sweep_id: int) -> list[Candidate]:
     )
 
 
-def running_candidates(session: Session, sweep_id: int) -> int:
-    """How many of the sweep's candidates a worker holds right now."""
-    return session.scalar(
-        select(func.count()).where(
-            Candidate.sweep_id == sweep_id, Candidate.status == CandidateStatus.running
-        )
-    )
-
-
 def eta_seconds(session: Session, sweep: Sweep) -> float | None:
     """Remaining time from the mean time per finished candidate so far (None until one ends)."""
     counts = status_counts(session, sweep.id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from frankensweep.evals.registry import (
     REGISTRY,
@@ -43,7 +44,7 @@ class Level:
     def higher_is_better(self) -> bool:
         return REGISTRY[self.rank_by.kind].higher_is_better
 
-    @property
+    @cached_property
     def rank_key(self) -> str:
         return eval_key(self.rank_by)
 

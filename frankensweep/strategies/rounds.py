@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from frankensweep.db.models import Candidate, CandidateStatus, Sweep, SweepStatus
-from frankensweep.db.store import refresh_sweep, results_for
+from frankensweep.db.store import refresh_sweep, results_for, status_counts
 from frankensweep.evals.registry import parse_eval
 from frankensweep.search import (
     Filters,
@@ -158,20 +158,17 @@ def advance(sessions: sessionmaker[Session], sweep_id: int) -> list[int] | None:
         sweep = s.get(Sweep, sweep_id)
         if sweep is None or sweep.status in (SweepStatus.cancelled, SweepStatus.failed):
             return None
-        busy = s.scalar(
-            select(func.count()).where(
-                Candidate.sweep_id == sweep_id,
-                Candidate.status.in_([CandidateStatus.pending, CandidateStatus.running]),
-            )
-        )
-        if busy:
+        counts = status_counts(s, sweep_id)
+        if counts[CandidateStatus.pending] or counts[CandidateStatus.running]:
             return None
         current = sweep.round
         strategy = make_strategy(sweep.strategy)
         state = search_state(s, sweep, current + 1)
         s.rollback()
-        strategy.observe(state)
-        plan = None if sweep.search_finished else strategy.propose(state)
+        plan = None
+        if not sweep.search_finished:
+            strategy.observe(state)
+            plan = strategy.propose(state)
         if not plan:  # the search is over: the strategy sees all of it, then the sweep is done
             state.finished = True
             strategy.observe(state)

@@ -10,12 +10,12 @@ from typing import Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from frankensweep.core.config import Settings
-from frankensweep.db import Sweep
+from frankensweep.db import CandidateStatus, Sweep
 from frankensweep.db.models import utcnow
 from frankensweep.db.store import (
     pending_candidates,
     release_running,
-    running_candidates,
+    status_counts,
     unfinished_sweeps,
 )
 from frankensweep.strategies.rounds import advance
@@ -117,17 +117,18 @@ class CeleryDispatcher:
     def resume(self) -> None:
         """Store rounds whose predecessor ended unseen, send unsent or lost ones."""
         with self.sessions() as s:
-            ids = [sw.id for sw in unfinished_sweeps(s)]
+            sweeps = unfinished_sweeps(s)
+            ids = [sw.id for sw in sweeps]
             stale = utcnow().timestamp() - self.settings.visibility_timeout
             lost = [
-                sw.id
-                for sw in unfinished_sweeps(s)
+                sw
+                for sw in sweeps
                 if sw.dispatched_at is not None
                 and sw.dispatched_at.timestamp() < stale
-                and not running_candidates(s, sw.id)
+                and not status_counts(s, sw.id)[CandidateStatus.running]
             ]
             if lost:  # sent before the broker's own redelivery deadline and nobody took them
-                for sweep in s.query(Sweep).filter(Sweep.id.in_(lost)):
+                for sweep in lost:
                     sweep.dispatched_at = None
                 s.commit()
         for sweep_id in ids:
