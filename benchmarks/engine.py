@@ -3,7 +3,7 @@
 On the real SmolLM2-135M-Instruct (30 layers, GGUF dequantized to float32, CPU):
 
 - build time of a view of the 46-layer plan ``0-16,8-24,16-30`` (median, p90), and of a
-  materialized copy of the same plan (the view with every position's layer deep-copied);
+  materialized copy of the same plan (every position's weights copied, as mergekit writes it);
 - extra memory per view while many are held alive: RSS growth, tensor storage allocated (every
   aten op that returns fresh storage is counted), Python heap (tracemalloc), and a check that
   every parameter and buffer of every view lives in the base model's storage;
@@ -14,7 +14,6 @@ On the real SmolLM2-135M-Instruct (30 layers, GGUF dequantized to float32, CPU):
 
 from __future__ import annotations
 
-import copy
 import gc
 import time
 import tracemalloc
@@ -35,7 +34,8 @@ from frankensweep.evals.perplexity import (
     window_nll,
 )
 from frankensweep.search import Plan
-from frankensweep.worker.views import build_view, decoder_stack
+from frankensweep.testing.models import materialize
+from frankensweep.worker.views import build_view
 
 PLAN = "0-16,8-24,16-30"  # 46 positions: layers 8-15 and 16-23 run twice
 CTX = 512  # tokens per forward window
@@ -59,19 +59,6 @@ QUICK = Settings(builds=50, copies=2, held=50, runs=5, windows=1)
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def materialize(base: nn.Module, plan: Plan) -> nn.Module:
-    """The plan as its own weights: a view whose every position is an independent deep copy.
-
-    What mergekit's passthrough output holds in memory (minus the embeddings and head, which a
-    merged checkpoint would copy too).
-    """
-    view = build_view(base, plan)
-    layers = decoder_stack(view)[1]
-    for position, layer in enumerate(layers):
-        layers[position] = copy.deepcopy(layer)  # fresh memo: repeated layers are copied again
-    return view
 
 
 def storages(module: nn.Module) -> set[int]:
@@ -207,14 +194,14 @@ def run(quick: bool) -> Section:
     )
     section.add(f"view build, p90 of {len(builds)}", fmt_seconds(build_p90))
     gc.collect()
-    copies = timed(lambda: materialize(base, plan), settings.copies)
+    copies = timed(lambda: materialize(base, plan.layers()), settings.copies)
     gc.collect()
     copy_median = median(copies)
     section.add(f"materialized copy build, median of {len(copies)}", fmt_seconds(copy_median))
     section.add("materialized copy / view build time", f"{copy_median / build_median:,.0f}x")
 
     with StorageCounter() as copy_counter:
-        materialized = materialize(base, plan)
+        materialized = materialize(base, plan.layers())
     section.add("tensor storage allocated per materialized copy", fmt_bytes(copy_counter.bytes))
 
     # correctness spot checks (short input, fp32, bitwise)

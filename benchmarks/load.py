@@ -26,7 +26,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks import Section, fmt_seconds, median, percentile, step
-from tests.services import PostgresServer, free_port
+from frankensweep.core.net import free_port, wait_healthy
+from frankensweep.testing.services import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "meta-llama/Llama-2-70b-hf"  # a name only: nothing is loaded
@@ -77,20 +78,29 @@ def seed(url: str, count: int) -> int:
     """Store a finished sweep of ``count`` candidates + the reference, every one scored."""
     import random
 
-    from frankensweep.db import Candidate, Sweep, make_engine, make_sessionmaker, upgrade
-    from frankensweep.db.store import upsert_result
+    from frankensweep.db import make_engine, make_sessionmaker, upgrade
     from frankensweep.evals.registry import eval_key, parse_eval
     from frankensweep.search import Plan
+    from frankensweep.testing.sweeps import seed_sweep, store_scores
 
     upgrade(url)
     rng = random.Random(0)
+
+    def metrics(kind: str) -> dict[str, float]:
+        if kind == "perplexity":
+            return {"perplexity": rng.uniform(5, 50), "nll": rng.uniform(1, 4)}
+        return {"eqbench": rng.uniform(0, 80), "percent_parseable": 100.0}
+
     specs = [parse_eval(e) for e in EVALS]
     keys = [(eval_key(spec), spec.kind) for spec in specs]
     points = [(Plan.base(NUM_LAYERS), {})] + [(p.plan, p.params) for p in plans(count)]
     engine = make_engine(url)
     try:
         with make_sessionmaker(engine)() as session:
-            sweep = Sweep(
+            sweep = seed_sweep(
+                session,
+                points,
+                lambda i, plan: {"status": "done", "attempts": 1},
                 name=f"load {count}",
                 model=MODEL,
                 num_layers=NUM_LAYERS,
@@ -99,38 +109,15 @@ def seed(url: str, count: int) -> int:
                 strategy={"kind": "grid"},
                 status="done",
             )
-            sweep.candidates = [
-                Candidate(
-                    ordinal=i,
-                    plan=str(plan),
-                    digest=plan.digest,
-                    params=params,
-                    is_reference=i == 0,
-                    status="done",
-                    attempts=1,
-                )
-                for i, (plan, params) in enumerate(points)
-            ]
-            session.add(sweep)
-            session.flush()
-            for plan, _params in points:
-                for key, kind in keys:
-                    metrics = (
-                        {"perplexity": rng.uniform(5, 50), "nll": rng.uniform(1, 4)}
-                        if kind == "perplexity"
-                        else {"eqbench": rng.uniform(0, 80), "percent_parseable": 100.0}
-                    )
-                    upsert_result(
-                        session,
-                        model=MODEL,
-                        plan=str(plan),
-                        plan_digest=plan.digest,
-                        eval_key=key,
-                        eval_kind=kind,
-                        metrics=metrics,
-                        details=None,
-                        seconds=1.0,
-                    )
+            store_scores(
+                session,
+                MODEL,
+                (
+                    (plan, key, kind, metrics(kind), None)
+                    for plan, _params in points
+                    for key, kind in keys
+                ),
+            )
             session.commit()
             return sweep.id
     finally:
@@ -172,18 +159,10 @@ def api_server(database_url: str, workers: int):
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode}: see {log_path}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not answer in 60 s: see {log_path}")
-            time.sleep(0.1)
+        if not wait_healthy(url, 60, alive=lambda: process.poll() is None, every=0.1):
+            raise RuntimeError(
+                f"uvicorn did not answer in 60 s (exit {process.poll()}): {log_path}"
+            )
         yield url
     finally:
         process.terminate()

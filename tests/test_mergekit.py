@@ -59,7 +59,7 @@ class Pipeline:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Iterator[Pipeline]:
     """convert -> export -> mergekit-yaml, each as a real process; removed afterwards."""
-    from frankensweep.worker.models import smollm2_path
+    from frankensweep.models import smollm2_path
 
     _exe("mergekit-yaml")  # fail before the slow steps if mergekit is missing
     frankensweep = _exe("frankensweep")
@@ -79,7 +79,7 @@ def pipeline(tmp_path_factory) -> Iterator[Pipeline]:
 @pytest.fixture(scope="module")
 def base(pipeline):
     """The converted directory loaded as frankensweep loads any base model (fp32, CPU)."""
-    from frankensweep.worker.models import load_base_model
+    from frankensweep.worker.loading import load_base_model
 
     return load_base_model(str(pipeline.base_dir), device="cpu", dtype="float32")
 

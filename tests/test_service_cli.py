@@ -9,12 +9,12 @@ import httpx
 import pytest
 import uvicorn
 import yaml
-from services import free_port
 from test_cli import run
 
 from frankensweep.api.app import create_app
 from frankensweep.core.config import Settings
-from frankensweep.worker.models import smollm2_path
+from frankensweep.core.net import free_port
+from frankensweep.models import smollm2_path
 
 
 @pytest.fixture

@@ -13,7 +13,11 @@ import time
 
 import httpx
 import pytest
-from processes import (
+
+from frankensweep.core.net import free_port
+from frankensweep.db import upgrade
+from frankensweep.models import smollm2_path
+from frankensweep.testing.processes import (
     Processes,
     busy_pool_child,
     check_outcome,
@@ -21,10 +25,6 @@ from processes import (
     wait_done,
     wait_for_health,
 )
-from services import free_port
-
-from frankensweep.db import upgrade
-from frankensweep.worker.models import smollm2_path
 
 pytestmark = pytest.mark.slow
 

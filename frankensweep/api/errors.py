@@ -1,4 +1,4 @@
-"""Exception handlers: a database that is down answers 503 (retry later), not 500."""
+"""Exception handlers: what the user must change answers 422, a database that is down 503."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from frankensweep.core.errors import UserError, first_line
 from frankensweep.db.session import DATABASE_DOWN
 
 log = logging.getLogger(__name__)
@@ -16,8 +17,9 @@ RETRY_AFTER_SECONDS = 5
 
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """503 with Retry-After: the request may be sent again once the database is back."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, first)
+    log.warning(
+        "database unavailable on %s %s: %s", request.method, request.url.path, first_line(exc)
+    )
     return JSONResponse(
         status_code=503,
         content={"detail": "database unavailable, retry in a few seconds"},
@@ -25,6 +27,16 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+async def user_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 shaped like FastAPI's own validation errors; ``loc`` names the field when known."""
+    loc = list(getattr(exc, "loc", None) or ["body"])
+    return JSONResponse(
+        status_code=422,
+        content={"detail": [{"loc": loc, "msg": str(exc), "type": "value_error"}]},
+    )
+
+
 def register_error_handlers(app: FastAPI) -> None:
     for exc_type in DATABASE_DOWN:
         app.add_exception_handler(exc_type, database_unavailable)
+    app.add_exception_handler(UserError, user_error)

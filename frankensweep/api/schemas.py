@@ -1,75 +1,27 @@
-"""Request and response models of the REST API (a model family per concept)."""
+"""Request and response models of the REST API (a model family per concept).
+
+The request body (``SweepCreate``) and the leaderboard belong to the sweep lifecycle and are
+re-exported here, so that every model the API speaks is found in one module.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from frankensweep.evals.registry import EvalSpec
-from frankensweep.strategies import StrategySpec
+from frankensweep.sweeps.leaderboard import Leaderboard, LeaderboardRow
+from frankensweep.sweeps.request import SweepCreate
 
-# bounded so that a range's length is a machine integer (bigger: OverflowError, a 500)
-Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
-IntOrRange = Annotated[
-    Int32 | list[Int32],
-    Field(description="a value, [min, max] or [min, max, step] (inclusive)"),
+__all__ = [
+    "CandidatePublic",
+    "Leaderboard",
+    "LeaderboardRow",
+    "SweepCreate",
+    "SweepCreated",
+    "SweepPublic",
 ]
-
-
-class FiltersIn(BaseModel):
-    """Optional plan filters; counts of what each removed are reported with the sweep."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_repeats: int | None = Field(None, ge=1)
-    min_last_slice: int | None = Field(None, ge=1)
-    min_jump: int | None = Field(None, ge=1)  # Filters refuses 0 (was a 500)
-    max_jump_fraction: float | None = Field(None, gt=0, allow_inf_nan=False)
-
-
-class OverlapSpaceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["overlap"]
-    slice_size: IntOrRange
-    jump: IntOrRange
-    last_slice: IntOrRange
-    first_slice: IntOrRange | None = None
-    filters: FiltersIn | None = None
-
-
-class RysSpaceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["rys"]
-    filters: FiltersIn | None = None
-
-
-class ExplicitSpaceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["explicit"]
-    plans: list[str] = Field(default_factory=list, description='plans like "0-16,8-24,16-30"')
-    recipes: list[str] = Field(
-        default_factory=list, description="mergekit passthrough YAML recipes, read as plans"
-    )
-    filters: FiltersIn | None = None
-
-
-SpaceIn = Annotated[OverlapSpaceIn | RysSpaceIn | ExplicitSpaceIn, Field(discriminator="kind")]
-
-
-class SweepCreate(BaseModel):
-    """A sweep to run: base model + space + eval suite + strategy."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")  # PostgreSQL: no NUL
-    model: str = Field(min_length=1, max_length=1000, description="HF directory, hub id or .gguf")
-    space: SpaceIn
-    evals: list[EvalSpec] = Field(min_length=1, max_length=10)
-    strategy: StrategySpec | Literal["grid", "halving"] = Field(
-        "grid",
-        description="grid (every plan), random / tpe / cmaes (with a budget), halving; "
-        "a bare name means its defaults",
-    )
 
 
 class SweepCreated(BaseModel):
@@ -121,29 +73,3 @@ class CandidatePublic(BaseModel):
     )
     started_at: datetime | None
     finished_at: datetime | None
-
-
-class LeaderboardRow(BaseModel):
-    rank: int | None = Field(description="None while the candidate has no score for the metric")
-    candidate_id: int
-    plan: str
-    positions: int
-    params: dict[str, Any]
-    status: str
-    scores: dict[str, float] = Field(description="at full fidelity; ranked rows have the metric")
-    fidelity: int
-    fidelity_label: str
-    partial_scores: dict[str, float] = Field(
-        description="below full fidelity: the metrics at the level reached (not comparable)"
-    )
-    pruned_reason: str | None
-
-
-class Leaderboard(BaseModel):
-    sweep_id: int
-    metric: str
-    higher_is_better: bool
-    total: int = Field(description="ranked and unranked rows of the whole board")
-    offset: int = Field(0, description="index of the first row returned in the whole board")
-    reference: LeaderboardRow | None = Field(description="the base model itself (plan 0-N)")
-    rows: list[LeaderboardRow] = Field(description="ranked rows first, then unranked")

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def redelivery_seconds(self) -> int:
+        """The broker's visibility timeout: a unit whose worker vanished goes to another after."""
+        return self.visibility_timeout or self.task_time_limit + 600
+
+    @property
     def embedded(self) -> bool:
         return not self.broker_url
 

@@ -14,7 +14,16 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["HUB_ID", "PathRefused", "check_file_or_hub", "is_hub_id", "resolve_under"]
+from frankensweep.core.errors import UserError
+
+__all__ = [
+    "HUB_ID",
+    "PathRefused",
+    "check_file_or_hub",
+    "is_hub_id",
+    "names_local_file",
+    "resolve_under",
+]
 
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 #: ``owner/name``: letters, digits, ``.``, ``_``, ``-``; each part starts and ends with a letter
@@ -22,13 +31,24 @@ _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 HUB_ID = re.compile(rf"(?!.*(?:\.\.|--)){_PART}/{_PART}")
 
 
-class PathRefused(ValueError):
+class PathRefused(UserError, ValueError):
     """A name is neither a file under the roots nor a hub id; the message says what to change."""
 
 
 def is_hub_id(text: str) -> bool:
     """Whether ``text`` is a hub id ``owner/name`` under the strict pattern ``HUB_ID``."""
     return HUB_ID.fullmatch(text) is not None
+
+
+def names_local_file(text: str, local_suffixes: tuple[str, ...] = ()) -> bool:
+    """Whether ``text`` names a local file for sure: it exists (symlinks included, even dangling
+    ones) or ends with a suffix its loader only reads locally. Otherwise a hub id (see
+    :func:`is_hub_id`) names a hub repository, and anything else a local file that is missing."""
+    try:
+        exists = os.path.lexists(Path(text).expanduser())
+    except (RuntimeError, ValueError):  # ~unknown-user, NUL byte
+        exists = False
+    return exists or text.lower().endswith(local_suffixes)
 
 
 def resolve_under(text: str, roots: Sequence[Path]) -> Path | None:
@@ -52,11 +72,7 @@ def check_file_or_hub(
     """Raise ``PathRefused`` unless ``text`` names a file under ``roots`` or (``hub_ok``) is a
     hub id. A missing local file (module docstring) under the roots passes: the loaders report
     it by name."""
-    try:
-        exists = os.path.lexists(Path(text).expanduser())
-    except (RuntimeError, ValueError):  # ~unknown-user, NUL byte
-        exists = False
-    local = exists or not hub_ok or text.lower().endswith(local_suffixes)
+    local = not hub_ok or names_local_file(text, local_suffixes)
     if local and resolve_under(text, roots) is not None:
         return
     if not local and is_hub_id(text):

@@ -1,15 +1,12 @@
 """Database models and sessions, shared by the API and the workers (no FastAPI, no torch)."""
 
-from frankensweep.db.models import (
+from frankensweep.core.status import (
     FINISHED_CANDIDATE,
     FINISHED_SWEEP,
-    Base,
-    Candidate,
     CandidateStatus,
-    Result,
-    Sweep,
     SweepStatus,
 )
+from frankensweep.db.models import Base, Candidate, Result, Sweep
 from frankensweep.db.session import make_engine, make_sessionmaker, upgrade
 
 __all__ = [

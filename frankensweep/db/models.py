@@ -7,7 +7,6 @@ different sweeps reuse one evaluation, and writing a result twice is a no-op (id
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -25,6 +24,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from frankensweep.core.status import (
+    CandidateStatus,
+    SweepStatus,
+)
 
 
 def utcnow() -> datetime:
@@ -52,32 +56,6 @@ class UTCDateTime(TypeDecorator):
 
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict] = {dict[str, Any]: JSON, list[Any]: JSON}
-
-
-class SweepStatus(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    done = "done"
-    cancelled = "cancelled"
-    failed = "failed"
-
-
-class CandidateStatus(enum.StrEnum):
-    pending = "pending"
-    running = "running"
-    done = "done"
-    failed = "failed"
-    pruned = "pruned"
-    cancelled = "cancelled"
-
-
-FINISHED_SWEEP = (SweepStatus.done, SweepStatus.cancelled, SweepStatus.failed)
-FINISHED_CANDIDATE = (
-    CandidateStatus.done,
-    CandidateStatus.failed,
-    CandidateStatus.pruned,
-    CandidateStatus.cancelled,
-)
 
 
 class Sweep(Base):

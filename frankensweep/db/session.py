@@ -7,7 +7,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+#: the Alembic scripts, shipped inside the package (``frankensweep/migrations``)
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 #: the database cannot be reached right now (restart, failover, network): try again later
 DATABASE_DOWN = (

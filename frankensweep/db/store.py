@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy import Result as Result_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from frankensweep.db.models import (
-    FINISHED_CANDIDATE,
     Candidate,
     CandidateStatus,
     Result,
@@ -17,6 +18,14 @@ from frankensweep.db.models import (
     SweepStatus,
     utcnow,
 )
+
+#: the columns a result is unique by
+RESULT_KEY = ("model", "plan_digest", "eval_key")
+
+
+def rowcount(result: Result_[Any]) -> int:
+    """Rows an UPDATE / INSERT / DELETE touched (its result is a cursor result)."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def upsert_result(
@@ -45,17 +54,14 @@ def upsert_result(
     )
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - other databases are not supported
-        raise RuntimeError(f"unsupported database {dialect}")
-    stmt = (
-        insert(Result)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["model", "plan_digest", "eval_key"])
-    )
-    return session.execute(stmt).rowcount == 1
+        stmt = postgresql.insert(Result).values(**values)
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(RESULT_KEY))
+        return rowcount(session.execute(stmt)) == 1
+    if dialect == "sqlite":
+        lite = sqlite.insert(Result).values(**values)
+        lite = lite.on_conflict_do_nothing(index_elements=list(RESULT_KEY))
+        return rowcount(session.execute(lite)) == 1
+    raise RuntimeError(f"unsupported database {dialect}")  # pragma: no cover
 
 
 def results_for(
@@ -136,72 +142,7 @@ def release_running(session: Session, sweep_id: int | None = None) -> int:
         stmt = stmt.where(Candidate.sweep_id == sweep_id)
     result = session.execute(stmt.values(status=CandidateStatus.pending, claimed_by=None))
     session.commit()
-    return result.rowcount
-
-
-def fail_claimed(session: Session, sweep_id: int, claimant: str, reason: str) -> int:
-    """Mark what ``claimant`` still holds of a sweep failed (its unit gave up); return count."""
-    result = session.execute(
-        update(Candidate)
-        .where(
-            Candidate.sweep_id == sweep_id,
-            Candidate.status == CandidateStatus.running,
-            Candidate.claimed_by == claimant,
-        )
-        .values(status=CandidateStatus.failed, error=reason, finished_at=utcnow())
-    )
-    sweep = session.get(Sweep, sweep_id)
-    if sweep is not None:
-        refresh_sweep(session, sweep)
-    session.commit()
-    return result.rowcount
-
-
-def finish_candidate(
-    session: Session, candidate: Candidate, status: CandidateStatus, error: str | None = None
-) -> None:
-    candidate.status = status
-    candidate.error = error
-    candidate.finished_at = utcnow()
-
-
-def refresh_sweep(session: Session, sweep: Sweep) -> str:
-    """Derive the sweep's status from its candidates; set timestamps; return the status.
-
-    A sweep is done when its strategy proposed its last round and every candidate finished.
-    """
-    if sweep.status in (SweepStatus.cancelled, SweepStatus.failed):
-        return sweep.status
-    counts = status_counts(session, sweep.id)
-    total = sum(counts.values())
-    finished = sum(counts[s] for s in FINISHED_CANDIDATE)
-    if total and finished == total and sweep.search_finished:
-        if counts[CandidateStatus.done] == 0 and counts[CandidateStatus.failed] > 0:
-            sweep.status = SweepStatus.failed
-            sweep.error = sweep.error or "every candidate failed"
-        else:
-            sweep.status = SweepStatus.done
-        sweep.finished_at = sweep.finished_at or utcnow()
-    elif finished or counts[CandidateStatus.running]:
-        sweep.status = SweepStatus.running
-        sweep.started_at = sweep.started_at or utcnow()
-    return sweep.status
-
-
-def cancel_sweep(session: Session, sweep: Sweep) -> None:
-    """Stop a sweep: unfinished candidates become cancelled; stored results stay."""
-    if sweep.status in (SweepStatus.done, SweepStatus.failed, SweepStatus.cancelled):
-        return
-    session.execute(
-        update(Candidate)
-        .where(
-            Candidate.sweep_id == sweep.id,
-            Candidate.status.in_([CandidateStatus.pending, CandidateStatus.running]),
-        )
-        .values(status=CandidateStatus.cancelled, finished_at=utcnow())
-    )
-    sweep.status = SweepStatus.cancelled
-    sweep.finished_at = utcnow()
+    return rowcount(result)
 
 
 def unfinished_sweeps(session: Session) -> list[Sweep]:
@@ -226,15 +167,3 @@ def pending_candidates(session: Session, sweep_id: int) -> list[Candidate]:
             .order_by(Candidate.ordinal)
         )
     )
-
-
-def eta_seconds(session: Session, sweep: Sweep) -> float | None:
-    """Remaining time from the mean time per finished candidate so far (None until one ends)."""
-    counts = status_counts(session, sweep.id)
-    done = counts[CandidateStatus.done] + counts[CandidateStatus.failed]
-    left = counts[CandidateStatus.pending] + counts[CandidateStatus.running]
-    if not left:
-        return 0.0
-    if not done or sweep.started_at is None:
-        return None
-    return (utcnow() - sweep.started_at).total_seconds() / done * left

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from frankensweep.core.errors import UserError
+
 #: the offline default: Python's own help topics, shipped with every interpreter
 BUNDLED = "pydoc_data.topics"
+#: every name of the bundled text (the first is the canonical one)
+BUNDLED_NAMES = (BUNDLED, "bundled", "pydoc")
 
 
-class CorpusError(ValueError):
+def is_bundled(name: str) -> bool:
+    """Whether ``name`` means the bundled text rather than a file."""
+    return name in BUNDLED_NAMES
+
+
+class CorpusError(UserError, ValueError):
     """A corpus could not be found or read; the message says what to change."""
 
 
@@ -21,7 +30,7 @@ def bundled_text() -> str:
 
 def load_corpus(spec: str) -> str:
     """Read a corpus: ``pydoc_data.topics`` (bundled) or a UTF-8 text file path."""
-    if spec in (BUNDLED, "bundled", "pydoc"):
+    if is_bundled(spec):
         return bundled_text()
     path = Path(spec).expanduser()
     if not path.is_file():

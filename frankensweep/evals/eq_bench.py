@@ -47,6 +47,9 @@ from typing import Any
 
 from torch import nn
 
+from frankensweep.core.errors import UserError, first_line
+from frankensweep.core.paths import is_hub_id, names_local_file
+
 #: the hub dataset lm-eval's own ``eq_bench`` task reads (EQ-Bench v2, 171 questions)
 HUB_DATASET = "pbevan11/EQ-Bench"
 HUB_SPLIT = "validation"
@@ -58,7 +61,6 @@ _SCORE_MODULE = "lm_eval.tasks.eq_bench.utils"
 _SCORE_FUNCTION = "calculate_score_fullscale"
 # lm-eval's parse of an answer: every ``Word: N`` pair, later pairs overriding earlier ones
 _PAIR = re.compile(r"(\w+):\s+(\d+)")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 _REVISE_SENTENCE = (
     " Then critique your answer by thinking it through step by step."
@@ -69,7 +71,7 @@ _CRITIQUE = "Critique: <your critique here>"
 _ANSWER_CUE = "\nYour answer:\n"
 
 
-class EqBenchDataError(RuntimeError):
+class EqBenchDataError(UserError, RuntimeError):
     """EQ-Bench questions could not be read; the message says what to change."""
 
 
@@ -160,7 +162,7 @@ def questions_from_hub(dataset: str = HUB_DATASET, split: str = HUB_SPLIT) -> li
     try:
         rows = datasets.load_dataset(dataset, split=split)
     except Exception as exc:  # datasets raises many types for "not reachable / not cached"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, type(exc).__name__)
         offline = " (offline mode is on)" if datasets.config.HF_HUB_OFFLINE else ""
         raise EqBenchDataError(
             f"cannot load EQ-Bench questions from hub dataset {dataset!r}{offline}: {first}. "
@@ -181,14 +183,8 @@ def load_questions(questions: str | Path, limit: int | None = None) -> list[dict
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1 (got {limit})")
     text = str(questions)
-    path = Path(text).expanduser()
-    looks_local = (
-        path.exists()
-        or text.endswith(".json")
-        or text.startswith((".", "/", "~"))
-        or not _HUB_ID.match(text)
-    )
-    records = questions_from_file(path) if looks_local else questions_from_hub(text)
+    local = names_local_file(text, (".json",)) or not is_hub_id(text)
+    records = questions_from_file(text) if local else questions_from_hub(text)
     if not records:
         raise EqBenchDataError(f"no EQ-Bench questions in {text}")
     return records[:limit]
@@ -334,5 +330,5 @@ def run_eq_bench(
             progress(int(context.shape[0]))
             return out
 
-        lm._model_generate = counted  # type: ignore[method-assign]
+        lm._model_generate = counted
     return evaluate_lm(lm, records, max_gen_toks, chat_template)

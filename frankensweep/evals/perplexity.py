@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from frankensweep.evals.corpus import CorpusError
+
 
 @dataclass(frozen=True)
 class PerplexityResult:
@@ -37,7 +39,7 @@ def make_windows(token_ids: list[int] | torch.Tensor, tokens: int, ctx: int) -> 
     ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
     usable = min(tokens, ids.numel()) // ctx * ctx
     if usable == 0:
-        raise ValueError(
+        raise CorpusError(
             f"the corpus has {ids.numel()} tokens, fewer than one window of ctx={ctx}: "
             "lower --ctx or use a longer corpus"
         )

@@ -24,8 +24,10 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
+from frankensweep.core.errors import UserError, first_line
 
-class PreferenceDataError(ValueError):
+
+class PreferenceDataError(UserError, ValueError):
     """Prompts are missing or malformed; the message says what to change."""
 
 
@@ -77,7 +79,7 @@ def load_prompts(source: str | Path | list) -> list[PreferencePrompt]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise PreferenceDataError(f"cannot read {source}: {str(exc).splitlines()[0]}") from None
+        raise PreferenceDataError(f"cannot read {source}: {first_line(exc)}") from None
     return parse_prompts(data)
 
 
@@ -138,7 +140,7 @@ def preference(
     ).cpu()
     mask = batch.score_mask
     per_row = (logprobs * mask).sum(1).double() / mask.sum(1).double()
-    per_prompt = []
+    per_prompt: list[dict[str, Any]] = []
     wanted_all, unwanted_all = [], []
     for i, p in enumerate(prompts):
         wanted = [float(per_row[r]) for r, (o, w) in enumerate(batch.owner) if o == i and w]

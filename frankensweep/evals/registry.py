@@ -13,10 +13,12 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from frankensweep.core.errors import UserError
+from frankensweep.core.paths import is_hub_id
 from frankensweep.search import Plan  # torch-free; implementations import torch lazily
 
 
@@ -57,15 +59,18 @@ class PreferenceSpec(_Spec):
     chat: bool = False
 
 
-EvalSpec = Annotated[PerplexitySpec | EqBenchSpec | PreferenceSpec, Field(discriminator="kind")]
+#: any eval's settings
+AnyEvalSpec = PerplexitySpec | EqBenchSpec | PreferenceSpec
+#: the same, as a request field: the ``kind`` picks the model
+EvalSpec = Annotated[AnyEvalSpec, Field(discriminator="kind")]
 _EVAL_SPEC: TypeAdapter = TypeAdapter(EvalSpec)
 
 
-def parse_eval(data: Any) -> PerplexitySpec | EqBenchSpec | PreferenceSpec:
+def parse_eval(data: Any) -> AnyEvalSpec:
     return _EVAL_SPEC.validate_python(data)
 
 
-def eval_key(spec: _Spec) -> str:
+def eval_key(spec: AnyEvalSpec) -> str:
     """``kind:digest`` of the canonical settings; the same settings always give the same key."""
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return f"{spec.kind}:{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
@@ -92,7 +97,10 @@ class EvalContext:
     cache: dict[str, Any] = field(default_factory=dict)  # prepared data, per base model
 
 
-class Eval:
+SpecT = TypeVar("SpecT", bound=_Spec)
+
+
+class Eval(Generic[SpecT]):
     """An eval kind: settings model, cost, metric, and how to score many plans at once."""
 
     kind: ClassVar[str]
@@ -101,29 +109,33 @@ class Eval:
     metric: ClassVar[str]
     higher_is_better: ClassVar[bool]
 
-    def check(self, spec: _Spec) -> None:
-        """Raise ValueError (message names the field) if the eval's data cannot be found."""
+    def check(self, spec: SpecT) -> None:
+        """Raise EvalDataError (message names the field) if the eval's data cannot be found."""
 
-    def units(self, spec: _Spec) -> int:
+    def units(self, spec: SpecT) -> int:
         """Progress units per plan."""
         return 1
 
-    def run(self, spec: _Spec, plans: Sequence[Plan], ctx: EvalContext) -> dict[Plan, Outcome]:
+    def run(self, spec: SpecT, plans: Sequence[Plan], ctx: EvalContext) -> dict[Plan, Outcome]:
         raise NotImplementedError
+
+
+class EvalDataError(UserError, ValueError):
+    """An eval's settings or data cannot be used; the message names the field."""
 
 
 def _check_file_or_hub(value: str, field_name: str, hub_ok: bool) -> None:
     path = Path(value).expanduser()
     if path.exists():
         if not path.is_file():
-            raise ValueError(f"{field_name}: {value} is not a file")
+            raise EvalDataError(f"{field_name}: {value} is not a file")
         return
-    if hub_ok and value.count("/") == 1 and not value.startswith((".", "/", "~")):
+    if hub_ok and is_hub_id(value):
         return
-    raise ValueError(f"{field_name}: file not found: {value}")
+    raise EvalDataError(f"{field_name}: file not found: {value}")
 
 
-class PerplexityEval(Eval):
+class PerplexityEval(Eval[PerplexitySpec]):
     kind = "perplexity"
     spec = PerplexitySpec
     cost = 1.0
@@ -131,13 +143,13 @@ class PerplexityEval(Eval):
     higher_is_better = False
 
     def check(self, spec: PerplexitySpec) -> None:
-        from frankensweep.evals.corpus import BUNDLED, CorpusError, load_corpus
+        from frankensweep.evals.corpus import CorpusError, is_bundled, load_corpus
 
-        if spec.corpus != BUNDLED:
+        if not is_bundled(spec.corpus):
             try:
                 load_corpus(spec.corpus)
             except CorpusError as exc:
-                raise ValueError(f"corpus: {exc}") from None
+                raise EvalDataError(f"corpus: {exc}") from None
 
     def units(self, spec: PerplexitySpec) -> int:
         return max(1, spec.tokens // spec.ctx)
@@ -161,7 +173,7 @@ class PerplexityEval(Eval):
             windows,
             ctx.make_view,
             memory_budget=ctx.memory_budget,
-            progress=(lambda n: ctx.progress(n)) if ctx.progress else None,
+            progress=ctx.progress,
         )
         share = (time.perf_counter() - start) / max(1, len(results))
         prefix = {
@@ -182,7 +194,7 @@ class PerplexityEval(Eval):
         }
 
 
-class EqBenchEval(Eval):
+class EqBenchEval(Eval[EqBenchSpec]):
     kind = "eq_bench"
     spec = EqBenchSpec
     cost = 50.0
@@ -219,7 +231,7 @@ class EqBenchEval(Eval):
         return outcomes
 
 
-class PreferenceEval(Eval):
+class PreferenceEval(Eval[PreferenceSpec]):
     kind = "preference"
     spec = PreferenceSpec
     cost = 0.2
@@ -232,7 +244,7 @@ class PreferenceEval(Eval):
         try:
             load_prompts(spec.prompts)
         except PreferenceDataError as exc:
-            raise ValueError(f"prompts: {exc}") from None
+            raise EvalDataError(f"prompts: {exc}") from None
 
     def run(self, spec: PreferenceSpec, plans, ctx: EvalContext) -> dict[Plan, Outcome]:
         import time
@@ -259,16 +271,20 @@ class PreferenceEval(Eval):
         return outcomes
 
 
-REGISTRY: dict[str, Eval] = {e.kind: e for e in (PerplexityEval(), EqBenchEval(), PreferenceEval())}
+REGISTRY: dict[str, Eval[Any]] = {
+    e.kind: e for e in (PerplexityEval(), EqBenchEval(), PreferenceEval())
+}
 
 
-def get_eval(kind: str) -> Eval:
+def get_eval(kind: str) -> Eval[Any]:
     try:
         return REGISTRY[kind]
     except KeyError:
-        raise ValueError(f"unknown eval kind {kind!r}: use one of {', '.join(REGISTRY)}") from None
+        raise EvalDataError(
+            f"unknown eval kind {kind!r}: use one of {', '.join(REGISTRY)}"
+        ) from None
 
 
-def by_cost(specs: Sequence[_Spec]) -> list[_Spec]:
+def by_cost(specs: Sequence[AnyEvalSpec]) -> list[AnyEvalSpec]:
     """Specs ordered cheapest first (stable)."""
     return sorted(specs, key=lambda s: REGISTRY[s.kind].cost)

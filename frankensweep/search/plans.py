@@ -15,13 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import total_ordering
 
+from frankensweep.core.errors import UserError
+
 __all__ = ["Plan", "PlanError", "Slice"]
 
 _SLICE_RE = re.compile(r"^(-?\d+)\s*-\s*(-?\d+)\s*(?:@\s*(.*?))?$")
 _BAD_MODEL_RE = re.compile(r"[\s,]")
 
 
-class PlanError(ValueError):
+class PlanError(UserError, ValueError):
     """A plan or slice that cannot be used; the message names the slice and what to change."""
 
 
@@ -209,7 +211,7 @@ class Plan:
         (slices from a model not listed are checked against ``num_layers``).
         """
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+            raise PlanError(f"num_layers must be a positive integer, got {num_layers!r}")
         model_layers = model_layers or {}
         for number, s in enumerate(self.slices, 1):
             label = _label(str(s), number)

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from frankensweep.core.errors import UserError
 from frankensweep.search.plans import Plan, PlanError, Slice
 
 __all__ = ["DTYPES", "Recipe", "RecipeError", "plan_to_recipe", "recipe_to_plan"]
@@ -29,7 +30,7 @@ __all__ = ["DTYPES", "Recipe", "RecipeError", "plan_to_recipe", "recipe_to_plan"
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError, ValueError):
     """A mergekit recipe that cannot be read as a plan (one-line message)."""
 
 

@@ -69,6 +69,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from frankensweep.core.errors import UserError
 from frankensweep.search.plans import Plan, PlanError, Slice
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "OverlapSpace",
     "RysSpace",
     "Space",
+    "SpaceError",
     "SpacePoint",
     "SpaceResult",
     "SpaceStream",
@@ -89,13 +91,17 @@ __all__ = [
 ]
 
 
+class SpaceError(UserError, ValueError):
+    """Space parameters, a range or a filter that cannot be used; the message says why."""
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_num_layers(num_layers: object) -> int:
     if not _is_int(num_layers) or num_layers < 1:  # type: ignore[operator]
-        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+        raise SpaceError(f"num_layers must be a positive integer, got {num_layers!r}")
     return num_layers  # type: ignore[return-value]
 
 
@@ -114,11 +120,11 @@ class IntRange:
         for f in ("min", "max", "step"):
             value = getattr(self, f)
             if not _is_int(value):
-                raise ValueError(f"range {f} must be an integer, got {value!r}")
+                raise SpaceError(f"range {f} must be an integer, got {value!r}")
         if self.min > self.max:
-            raise ValueError(f"range min {self.min} > max {self.max}: write it as MIN:MAX")
+            raise SpaceError(f"range min {self.min} > max {self.max}: write it as MIN:MAX")
         if self.step < 1:
-            raise ValueError(f"range step must be >= 1, got {self.step}")
+            raise SpaceError(f"range step must be >= 1, got {self.step}")
 
     @classmethod
     def parse(cls, text: str, name: str = "range") -> IntRange:
@@ -126,16 +132,16 @@ class IntRange:
         parts = [p.strip() for p in str(text).split(":")]
         try:
             if len(parts) > 3 or not all(parts):
-                raise ValueError
+                raise SpaceError
             nums = [int(p) for p in parts]
         except ValueError:
-            raise ValueError(
+            raise SpaceError(
                 f"{name} {text!r} is not A, A:B or A:B:STEP with integers, e.g. 4:16:2"
             ) from None
         try:
             return cls(nums[0], nums[1] if len(nums) > 1 else nums[0], *nums[2:])
         except ValueError as exc:
-            raise ValueError(f"{name} {text!r}: {exc}") from None
+            raise SpaceError(f"{name} {text!r}: {exc}") from None
 
     @classmethod
     def coerce(cls, value: Any, name: str = "range") -> IntRange:
@@ -152,8 +158,8 @@ class IntRange:
             if isinstance(value, Mapping) and set(value) <= {"min", "max", "step"}:
                 return cls(**value)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{name} {value!r}: {exc}") from None
-        raise ValueError(
+            raise SpaceError(f"{name} {value!r}: {exc}") from None
+        raise SpaceError(
             f"{name} {value!r} is not an integer, [min, max] or [min, max, step] of integers"
         )
 
@@ -194,7 +200,7 @@ class Filters:
         for name in ("max_repeats", "min_last_slice", "min_jump"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
-                raise ValueError(f"filter {name} must be an integer >= 1 or None, got {value!r}")
+                raise SpaceError(f"filter {name} must be an integer >= 1 or None, got {value!r}")
         frac = self.max_jump_fraction
         if frac is not None and (
             isinstance(frac, bool)
@@ -202,7 +208,7 @@ class Filters:
             or not math.isfinite(frac)
             or frac <= 0
         ):
-            raise ValueError(f"filter max_jump_fraction must be a number > 0 or None, got {frac!r}")
+            raise SpaceError(f"filter max_jump_fraction must be a number > 0 or None, got {frac!r}")
 
     @classmethod
     def study_defaults(cls) -> Filters:
@@ -220,7 +226,7 @@ class Filters:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             known = ", ".join(f.name for f in fields(cls))
-            raise ValueError(f"unknown filter(s) {', '.join(sorted(unknown))}: known are {known}")
+            raise SpaceError(f"unknown filter(s) {', '.join(sorted(unknown))}: known are {known}")
         return cls(**data)
 
     def to_dict(self) -> dict[str, int | float]:
@@ -265,7 +271,7 @@ class InfeasiblePoint(PlanError):
         return (type(self), (str(self), self.reason))
 
 
-class InfeasibleSpaceError(ValueError):
+class InfeasibleSpaceError(UserError, ValueError):
     """Every point of a space is infeasible."""
 
 
@@ -527,7 +533,7 @@ class ExplicitSpace(Space):
                 raise PlanError(f'plan {number} "{p}": {exc}') from None
             parsed.append(plan)
         if not parsed:
-            raise ValueError("explicit space has no plans: give at least one")
+            raise SpaceError("explicit space has no plans: give at least one")
         object.__setattr__(self, "plans", tuple(parsed))
         object.__setattr__(self, "num_layers", num_layers)
 
@@ -561,28 +567,28 @@ def space_from_spec(spec: Mapping[str, Any], num_layers: int | None = None) -> S
     data = dict(spec)
     kind = data.pop("kind", None)
     if kind not in _SPEC_KEYS:
-        raise ValueError(f"space kind {kind!r} is unknown: use one of {', '.join(_SPEC_KEYS)}")
+        raise SpaceError(f"space kind {kind!r} is unknown: use one of {', '.join(_SPEC_KEYS)}")
     unknown = set(data) - _SPEC_KEYS[kind]
     if unknown:
-        raise ValueError(
+        raise SpaceError(
             f"{kind} space does not take {', '.join(sorted(unknown))}: "
             f"it takes {', '.join(sorted(_SPEC_KEYS[kind]))}"
         )
     given = data.pop("num_layers", None)
     if given is not None and num_layers is not None and given != num_layers:
-        raise ValueError(f"space num_layers={given} does not match the model's {num_layers}")
+        raise SpaceError(f"space num_layers={given} does not match the model's {num_layers}")
     n = num_layers if num_layers is not None else given
     if kind == "explicit":
         if "plans" not in data:
-            raise ValueError('explicit space needs plans: a list like ["0-16,8-24"]')
+            raise SpaceError('explicit space needs plans: a list like ["0-16,8-24"]')
         return ExplicitSpace(data["plans"], n)
     if n is None:
-        raise ValueError(f"{kind} space needs num_layers (the base model's number of layers)")
+        raise SpaceError(f"{kind} space needs num_layers (the base model's number of layers)")
     if kind == "rys":
         return RysSpace(n)
     missing = {"slice_size", "jump", "last_slice"} - set(data)
     if missing:
-        raise ValueError(f"overlap space needs {', '.join(sorted(missing))}")
+        raise SpaceError(f"overlap space needs {', '.join(sorted(missing))}")
     return OverlapSpace(n, **data)
 
 

@@ -1,8 +1,9 @@
 """Search strategies: which plans a sweep evaluates, at which fidelity, round by round.
 
 ``grid`` (every plan), ``random`` (a budget of plans), ``halving`` (successive halving over
-fidelity levels) and ``tpe`` / ``cmaes`` (Optuna ask/tell). ``rounds.py`` runs them on stored
-sweeps; ``fidelity.py`` defines the cheaper levels.
+fidelity levels) and ``tpe`` / ``cmaes`` (Optuna ask/tell); ``fidelity.py`` defines the cheaper
+levels. A strategy only proposes: it sees a :class:`SearchState` and returns a :class:`RoundPlan`;
+``frankensweep.sweeps.rounds`` stores what it proposes.
 """
 
 from __future__ import annotations

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
 
+from frankensweep.core.errors import UserError
 from frankensweep.search import SpacePoint
 from frankensweep.strategies.fidelity import Level, full_level
 
 
-class StrategyError(ValueError):
+class StrategyError(UserError, ValueError):
     """The strategy cannot run on this sweep; the message says what to change."""
 
 

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+from frankensweep.core.errors import UserError
 from frankensweep.evals.registry import (
     REGISTRY,
+    AnyEvalSpec,
     EqBenchSpec,
     PerplexitySpec,
     eval_key,
@@ -24,7 +26,7 @@ from frankensweep.evals.registry import (
 MIN_SCREEN_TOKENS = 16
 
 
-class FidelityError(ValueError):
+class FidelityError(UserError, ValueError):
     """The evals cannot be scaled down as asked; the message says what to change."""
 
 
@@ -32,8 +34,8 @@ class FidelityError(ValueError):
 class Level:
     """One fidelity level: the evals run at it and the one whose metric ranks plans there."""
 
-    evals: tuple
-    rank_by: object  # one of ``evals``
+    evals: tuple[AnyEvalSpec, ...]
+    rank_by: AnyEvalSpec  # one of ``evals``
     label: str
 
     @property
@@ -56,7 +58,7 @@ class Level:
         return -value if self.higher_is_better else value
 
 
-def scaled(spec, fraction: float):
+def scaled(spec: AnyEvalSpec, fraction: float) -> AnyEvalSpec | None:
     """``spec`` at ``fraction`` of its size, or None when it cannot be scaled."""
     if isinstance(spec, PerplexitySpec):
         tokens = max(2, int(spec.tokens * fraction))
@@ -67,7 +69,7 @@ def scaled(spec, fraction: float):
     return None
 
 
-def describe(spec) -> str:
+def describe(spec: AnyEvalSpec) -> str:
     if isinstance(spec, PerplexitySpec):
         return f"perplexity on {spec.tokens} tokens"
     if isinstance(spec, EqBenchSpec):
@@ -75,12 +77,12 @@ def describe(spec) -> str:
     return spec.kind
 
 
-def full_level(evals: Sequence) -> Level:
+def full_level(evals: Sequence[AnyEvalSpec]) -> Level:
     """The sweep's own evals, ranked by the first one's metric."""
     return Level(tuple(evals), evals[0], "full")
 
 
-def ladder(evals: Sequence, rungs: int, eta: int) -> list[Level]:
+def ladder(evals: Sequence[AnyEvalSpec], rungs: int, eta: int) -> list[Level]:
     """``rungs`` levels, cheapest first, the last the full evals."""
     if rungs < 1 or eta < 2:
         raise FidelityError("halving needs rungs >= 1 and eta >= 2")
@@ -95,6 +97,7 @@ def ladder(evals: Sequence, rungs: int, eta: int) -> list[Level]:
     levels = []
     for r in range(rungs - 1):
         spec = scaled(screen, eta ** -(rungs - 1 - r))
+        assert spec is not None  # the screen eval is one that scales
         if isinstance(spec, PerplexitySpec) and spec.tokens < MIN_SCREEN_TOKENS:
             raise FidelityError(
                 f"rung {r + 1} of {rungs} would score {spec.tokens} tokens (fewer than "

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from frankensweep.db.models import CandidateStatus
+from frankensweep.core.status import CandidateStatus
 from frankensweep.evals.registry import kind_required
 from frankensweep.strategies.base import RoundPlan, SearchState, Strategy
 from frankensweep.strategies.fidelity import Level, ladder
@@ -65,7 +65,8 @@ class Halving(Strategy):
             promote={c.id: rung + 1 for c in ranked[:keep]}, last=rung + 1 == state.top
         )
         for rank, c in enumerate(ranked[keep:], keep + 1):
-            value = -c.loss if level.higher_is_better else c.loss
+            loss = c.loss or 0.0  # ranked candidates all have one
+            value = -loss if level.higher_is_better else loss
             plan.prune[c.id] = (
                 f"pruned after rung {rung + 1} of {len(state.levels)} ({level.label}): "
                 f"{level.metric} {value:.4g} ranked {rank} of {len(ranked)}; "

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from frankensweep.db.models import CandidateStatus
+from frankensweep.core.status import CandidateStatus
 from frankensweep.evals.registry import kind_required
 from frankensweep.search import SpacePoint
 from frankensweep.strategies.base import RoundPlan, SearchState, Strategy, StrategyError
@@ -86,6 +86,7 @@ class ModelBased(Strategy):
 
         optuna.logging.set_verbosity(logging.WARNING)
         seed = (self.spec.seed * 1_000_003 + state.round) % 2**32  # fresh each round, reproducible
+        sampler: optuna.samplers.BaseSampler
         if self.kind == "tpe":
             with warnings.catch_warnings():  # constant_liar is marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

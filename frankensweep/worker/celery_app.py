@@ -22,7 +22,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_soft_time_limit=settings.task_time_limit - min(60, settings.task_time_limit // 4),
         broker_transport_options={
             # a unit whose worker vanished is redelivered after this; above the task time limit
-            "visibility_timeout": settings.visibility_timeout,
+            "visibility_timeout": settings.redelivery_seconds,
             # look for such units every 10 s (kombu's default scans every 10th tick: 100 s)
             "unacked_restore_throttle": 1,
         },

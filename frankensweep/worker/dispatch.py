@@ -18,8 +18,9 @@ from frankensweep.db.store import (
     status_counts,
     unfinished_sweeps,
 )
-from frankensweep.strategies.rounds import advance
-from frankensweep.worker.runner import MODELS, plan_units, run_unit
+from frankensweep.sweeps.rounds import advance
+from frankensweep.worker.loading import MODELS, ModelCache
+from frankensweep.worker.runner import plan_units, run_unit
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +69,35 @@ class EmbeddedDispatcher:
                 log.exception("sweep %s: worker error", sweep_id)
 
     def _run_sweep(self, sweep_id: int) -> None:
-        """Round after round until the strategy proposes no more."""
-        while True:
-            with self.sessions() as s:
-                units = plan_units(pending_candidates(s, sweep_id), self.settings.unit_size)
-            for unit in units:
-                run_unit(
-                    self.sessions,
-                    sweep_id,
-                    unit,
-                    self.claimant,
-                    self.models,
-                    device=self.settings.device,
-                    dtype=self.settings.dtype,
-                    memory_budget=self.settings.prefix_memory_budget,
-                    max_attempts=self.settings.max_attempts,
-                )
-            if advance(self.sessions, sweep_id) is None:
-                return
+        run_sweep(self.sessions, self.settings, sweep_id, self.claimant, self.models)
+
+
+def run_sweep(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    sweep_id: int,
+    claimant: str,
+    models: ModelCache = MODELS,
+) -> None:
+    """Evaluate a stored sweep in this process, round after round, until its strategy proposes
+    no more (the embedded worker; benchmarks too)."""
+    while True:
+        with sessions() as s:
+            units = plan_units(pending_candidates(s, sweep_id), settings.unit_size)
+        for unit in units:
+            run_unit(
+                sessions,
+                sweep_id,
+                unit,
+                claimant,
+                models,
+                device=settings.device,
+                dtype=settings.dtype,
+                memory_budget=settings.prefix_memory_budget,
+                max_attempts=settings.max_attempts,
+            )
+        if advance(sessions, sweep_id) is None:
+            return
 
 
 class CeleryDispatcher:
@@ -119,7 +131,7 @@ class CeleryDispatcher:
         with self.sessions() as s:
             sweeps = unfinished_sweeps(s)
             ids = [sw.id for sw in sweeps]
-            stale = utcnow().timestamp() - self.settings.visibility_timeout
+            stale = utcnow().timestamp() - self.settings.redelivery_seconds
             lost = [
                 sw
                 for sw in sweeps

@@ -11,7 +11,7 @@ import torch
 from frankensweep.evals.perplexity import PerplexityResult, perplexity
 from frankensweep.evals.prefix import DEFAULT_MEMORY_BUDGET
 from frankensweep.search import Plan
-from frankensweep.worker.models import BaseModel
+from frankensweep.worker.loading import BaseModel
 from frankensweep.worker.prefix_views import shared_view_perplexities
 from frankensweep.worker.views import build_view
 

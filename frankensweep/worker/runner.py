@@ -5,54 +5,32 @@ A unit claims its candidates, runs the evals of each one's fidelity level (the s
 at the top level; see ``strategies/fidelity.py``) cheapest first on the plans that have no stored
 result for that (model, plan, eval settings) triple yet, upserts the results, and marks each
 candidate done, or failed with its reason (an exception, a NaN score); the sweep goes on. When a
-round's last unit ends, ``strategies.rounds.advance`` stores the strategy's next round.
+round's last unit ends, ``sweeps.rounds.advance`` stores the strategy's next round.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from frankensweep.core.errors import one_line
 from frankensweep.db import Candidate, CandidateStatus, Sweep, SweepStatus
-from frankensweep.db.store import (
-    claim,
-    finish_candidate,
-    refresh_sweep,
-    results_for,
-    upsert_result,
-)
-from frankensweep.evals.registry import EvalContext, eval_key, get_eval
+from frankensweep.db.store import claim, results_for, upsert_result
+from frankensweep.evals.registry import AnyEvalSpec, EvalContext, eval_key, get_eval
 from frankensweep.search import Plan
-from frankensweep.strategies.rounds import sweep_levels
-from frankensweep.worker.models import BaseModel, load_base_model
+from frankensweep.sweeps.config import sweep_config
+from frankensweep.sweeps.status import finish_candidate, refresh_sweep
+from frankensweep.worker.loading import MODELS, ModelCache
 from frankensweep.worker.views import build_view
 
+__all__ = ["MODELS", "ModelCache", "UnitReport", "failure", "plan_units", "run_unit"]
+
 log = logging.getLogger(__name__)
-
-
-class ModelCache:
-    """Base models loaded once per process, by (spec, device, dtype)."""
-
-    def __init__(self) -> None:
-        self._models: dict[tuple[str, str, str], BaseModel] = {}
-        self._lock = threading.Lock()
-
-    def get(self, spec: str, device: str = "auto", dtype: str = "auto") -> BaseModel:
-        key = (spec, device, dtype)
-        with self._lock:
-            if key not in self._models:
-                log.info("loading base model %s", spec)
-                self._models[key] = load_base_model(spec, device=device, dtype=dtype)
-            return self._models[key]
-
-
-#: the process's models: a worker process (or the embedded server) loads each base model once
-MODELS = ModelCache()
 
 
 def plan_units(candidates: Sequence[Candidate], unit_size: int) -> list[list[int]]:
@@ -68,11 +46,6 @@ class UnitReport:
     evaluated: int = 0  # (plan, eval) pairs computed by this unit
     reused: int = 0  # (plan, eval) pairs already stored
     failed: int = 0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
 
 
 def _interrupt(exc: BaseException) -> bool:
@@ -93,12 +66,69 @@ def _out_of_memory(exc: BaseException) -> bool:
 def failure(kind: str, exc: BaseException) -> str:
     """Why a plan failed, one line; out-of-memory errors say so (and free the CUDA cache)."""
     if not _out_of_memory(exc):
-        return f"{kind}: {_one_line(exc)}"
+        return f"{kind}: {one_line(exc)}"
     import torch
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return f"{kind}: out of memory: {_one_line(exc)}"
+    return f"{kind}: out of memory: {one_line(exc)}"
+
+
+@dataclass
+class Unit:
+    """What a unit evaluates once claimed: the model, and the plans of each eval to run."""
+
+    model: str
+    plans: dict[int, Plan]  # candidate id -> plan
+    work: list[tuple[AnyEvalSpec, dict[int, Plan]]]  # cheapest eval first
+    failed: dict[int, str] = field(default_factory=dict)  # candidate id -> why
+
+
+def _claim(
+    session: Session, sweep: Sweep, candidate_ids: Sequence[int], claimant: str, max_attempts: int
+) -> Unit | None:
+    """Claim the unit's candidates (failing those whose worker died too often); what to run."""
+    candidates = claim(session, candidate_ids, claimant)
+    for c in [c for c in candidates if c.attempts > max_attempts]:
+        # its worker died every time (out of memory, killed): stop sending it round
+        finish_candidate(
+            c,
+            CandidateStatus.failed,
+            f"gave up after {max_attempts} attempts: the worker evaluating it died each "
+            "time (out of memory? see the worker's log)",
+        )
+        candidates.remove(c)
+    refresh_sweep(session, sweep)
+    session.commit()
+    if not candidates:
+        return None
+    config = sweep_config(sweep)
+    plans = {c.id: Plan.parse(c.plan) for c in candidates}
+    # each candidate runs the evals of its fidelity level; all levels' evals cheapest first
+    at_level = {c.id: config.level_of(c.fidelity) for c in candidates}
+    work = [
+        (spec, {cid: plan for cid, plan in plans.items() if at_level[cid] == lv})
+        for lv in sorted(set(at_level.values()))
+        for spec in config.levels[lv].evals
+    ]
+    work.sort(key=lambda item: get_eval(item[0].kind).cost)
+    return Unit(sweep.model, plans, work)
+
+
+def _finish(sessions: sessionmaker[Session], sweep_id: int, unit: Unit, claimant: str) -> None:
+    """Mark what the unit still holds done, or failed with its reason; refresh the sweep."""
+    with sessions() as s:
+        sweep = s.get(Sweep, sweep_id)
+        for c in s.scalars(select(Candidate).where(Candidate.id.in_(list(unit.plans)))):
+            if c.status != CandidateStatus.running or c.claimed_by != claimant:
+                continue
+            if c.id in unit.failed:
+                finish_candidate(c, CandidateStatus.failed, unit.failed[c.id])
+            else:
+                finish_candidate(c, CandidateStatus.done)
+        if sweep is not None:
+            refresh_sweep(s, sweep)
+        s.commit()
 
 
 def run_unit(
@@ -119,41 +149,15 @@ def run_unit(
         sweep = s.get(Sweep, sweep_id)
         if sweep is None or sweep.status == SweepStatus.cancelled:
             return report
-        candidates = claim(s, candidate_ids, claimant)
-        for c in [c for c in candidates if c.attempts > max_attempts]:
-            # its worker died every time (out of memory, killed): stop sending it round
-            finish_candidate(
-                s,
-                c,
-                CandidateStatus.failed,
-                f"gave up after {max_attempts} attempts: the worker evaluating it died each "
-                "time (out of memory? see the worker's log)",
-            )
-            candidates.remove(c)
-        report.claimed = len(candidates)
-        if not candidates:
-            refresh_sweep(s, sweep)
-            s.commit()
-            return report
-        refresh_sweep(s, sweep)
-        s.commit()
-        model_spec = sweep.model
-        levels = sweep_levels(sweep)
-        plans = {c.id: Plan.parse(c.plan) for c in candidates}
-        # each candidate runs the evals of its fidelity level; all levels' evals cheapest first
-        at_level = {c.id: min(c.fidelity or 0, len(levels) - 1) for c in candidates}
-        work = [
-            (spec, {cid: plan for cid, plan in plans.items() if at_level[cid] == lv})
-            for lv in sorted(set(at_level.values()))
-            for spec in levels[lv].evals
-        ]
-        work.sort(key=lambda item: get_eval(item[0].kind).cost)
-    failed: dict[int, str] = {}
+        unit = _claim(s, sweep, candidate_ids, claimant, max_attempts)
+    if unit is None:
+        return report
+    report.claimed = len(unit.plans)
     try:
-        base = models.get(model_spec, device, dtype)
+        base = models.get(unit.model, device, dtype)
     except Exception as exc:  # the model itself cannot be used: every candidate fails
-        log.exception("cannot load %s", model_spec)
-        failed = dict.fromkeys(plans, failure("loading the base model", exc))
+        log.exception("cannot load %s", unit.model)
+        unit.failed = dict.fromkeys(unit.plans, failure("loading the base model", exc))
     else:
         ctx = EvalContext(
             base=base.model,
@@ -162,23 +166,12 @@ def run_unit(
             progress=progress,
             memory_budget=memory_budget,
         )
-        for spec, group in work:
+        for spec, group in unit.work:
             if _cancelled(sessions, sweep_id):
                 return report
-            _run_eval(sessions, model_spec, spec, group, failed, ctx, report)
-    with sessions() as s:
-        sweep = s.get(Sweep, sweep_id)
-        for c in s.query(Candidate).filter(Candidate.id.in_(list(plans))):
-            if c.status != CandidateStatus.running or c.claimed_by != claimant:
-                continue
-            if c.id in failed:
-                finish_candidate(s, c, CandidateStatus.failed, failed[c.id])
-            else:
-                finish_candidate(s, c, CandidateStatus.done)
-        if sweep is not None:
-            refresh_sweep(s, sweep)
-        s.commit()
-    report.failed = len(failed)
+            _run_eval(sessions, unit, spec, group, ctx, report)
+    _finish(sessions, sweep_id, unit, claimant)
+    report.failed = len(unit.failed)
     return report
 
 
@@ -188,44 +181,66 @@ def _cancelled(sessions: sessionmaker[Session], sweep_id: int) -> bool:
         return sweep is None or sweep.status == SweepStatus.cancelled
 
 
-def _run_eval(sessions, model_spec, spec, plans, failed, ctx, report) -> None:
-    impl = get_eval(spec.kind)
-    key = eval_key(spec)
+def _to_compute(
+    sessions: sessionmaker[Session], unit: Unit, key: str, plans: dict[int, Plan]
+) -> dict[int, Plan]:
+    """The plans of ``plans`` that have not failed and have no stored result for ``key``."""
     with sessions() as s:
-        stored = results_for(s, model_spec, [p.digest for p in plans.values()], [key])
-    todo = {
+        stored = results_for(s, unit.model, [p.digest for p in plans.values()], [key])
+    return {
         cid: plan
         for cid, plan in plans.items()
-        if cid not in failed and (plan.digest, key) not in stored
+        if cid not in unit.failed and (plan.digest, key) not in stored
     }
-    report.reused += sum(1 for cid in plans if cid not in failed) - len(todo)
-    if not todo:
-        return
-    by_plan = {plan: cid for cid, plan in todo.items()}
+
+
+def _outcomes(spec: AnyEvalSpec, by_plan: dict[Plan, int], unit: Unit, ctx: EvalContext) -> dict:
+    """Run one eval on the plans together; if that fails, plan by plan (the failing one fails)."""
+    impl = get_eval(spec.kind)
     try:
-        outcomes = impl.run(spec, list(by_plan), ctx)
+        return impl.run(spec, list(by_plan), ctx)
     except Exception as exc:  # isolate the plan that fails; the others go on
         if _interrupt(exc):
             raise
         log.exception("%s failed on a unit; retrying plan by plan", spec.kind)
-        outcomes = {}
-        for plan, cid in by_plan.items():
-            try:
-                outcomes.update(impl.run(spec, [plan], ctx))
-            except Exception as exc:
-                if _interrupt(exc):
-                    raise
-                failed[cid] = failure(spec.kind, exc)
+    outcomes = {}
+    for plan, cid in by_plan.items():
+        try:
+            outcomes.update(impl.run(spec, [plan], ctx))
+        except Exception as exc:
+            if _interrupt(exc):
+                raise
+            unit.failed[cid] = failure(spec.kind, exc)
+    return outcomes
+
+
+def _run_eval(
+    sessions: sessionmaker[Session],
+    unit: Unit,
+    spec: AnyEvalSpec,
+    plans: dict[int, Plan],
+    ctx: EvalContext,
+    report: UnitReport,
+) -> None:
+    """Evaluate ``spec`` on the plans still without a result for it; store each result."""
+    impl = get_eval(spec.kind)
+    key = eval_key(spec)
+    todo = _to_compute(sessions, unit, key, plans)
+    report.reused += sum(1 for cid in plans if cid not in unit.failed) - len(todo)
+    if not todo:
+        return
+    by_plan = {plan: cid for cid, plan in todo.items()}
+    outcomes = _outcomes(spec, by_plan, unit, ctx)
     with sessions() as s:
         for plan, outcome in outcomes.items():
             cid = by_plan[plan]
             value = outcome.metrics.get(impl.metric)
             if value is None or not math.isfinite(value):
-                failed[cid] = f"{spec.kind}: {impl.metric} is {value} (not a finite number)"
+                unit.failed[cid] = f"{spec.kind}: {impl.metric} is {value} (not a finite number)"
                 continue
             upsert_result(
                 s,
-                model=model_spec,
+                model=unit.model,
                 plan=str(plan),
                 plan_digest=plan.digest,
                 eval_key=key,

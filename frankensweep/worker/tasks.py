@@ -10,10 +10,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 from frankensweep.core.config import get_settings
 from frankensweep.db import make_engine, make_sessionmaker
 from frankensweep.db.session import DATABASE_DOWN
-from frankensweep.db.store import fail_claimed
-from frankensweep.strategies.rounds import advance
+from frankensweep.sweeps.rounds import advance
+from frankensweep.sweeps.status import fail_claimed
 from frankensweep.worker.dispatch import send_round
-from frankensweep.worker.runner import MODELS, run_unit
+from frankensweep.worker.loading import MODELS
+from frankensweep.worker.runner import run_unit
 
 
 @lru_cache

@@ -71,7 +71,7 @@ def _rebind(module: nn.Module, position: int) -> nn.Module:
     """Copy the path from ``module`` to every descendant carrying ``layer_idx``; set it."""
     clone = _shallow(module)
     if hasattr(clone, "layer_idx"):
-        clone.layer_idx = position
+        clone.__dict__["layer_idx"] = position  # a plain attribute (nn.Module keeps no int)
     for name, child in module._modules.items():
         if child is not None and _has_layer_idx(child):
             clone._modules[name] = _rebind(child, position)
@@ -82,7 +82,7 @@ def decoder_stack(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
     """The inner decoder (``model.model``) and its ``layers`` of a ``*ForCausalLM``."""
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
-    if not isinstance(layers, nn.ModuleList):
+    if not isinstance(inner, nn.Module) or not isinstance(layers, nn.ModuleList):
         raise TypeError(
             f"{type(model).__name__} has no decoder stack at .model.layers; "
             "frankensweep views need a decoder-only *ForCausalLM"
@@ -136,5 +136,5 @@ def build_view(
     view = _shallow(base)
     view.config = config
     view._modules["model"] = inner
-    view.frankensweep_plan = plan
+    view.__dict__["frankensweep_plan"] = plan
     return view

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import tiny_config
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,10 +24,10 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 
 from frankensweep.api.app import create_app
 from frankensweep.core.config import Settings
-from frankensweep.db import Candidate, Sweep
-from frankensweep.db.store import upsert_result
 from frankensweep.evals.registry import eval_key, parse_eval
 from frankensweep.search import OverlapSpace, Plan, enumerate_space
+from frankensweep.testing.models import tiny_config
+from frankensweep.testing.sweeps import seed_sweep, store_scores
 
 TOKEN = "fuzz-token"
 MAX_EXAMPLES = 60
@@ -38,14 +37,25 @@ WRITES = {"POST", "DELETE", "PUT", "PATCH"}
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 
 
-def seed_sweep(sessions, model: str, status: str = "done") -> tuple[int, list[int]]:
+def store_sweep(sessions, model: str, status: str = "done") -> tuple[int, list[int]]:
     """A stored 30-layer overlap sweep: reference + plans, results for most, one failure."""
     t0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
     space = OverlapSpace(num_layers=30, slice_size="8:12:2", jump="3:5:2", last_slice=8)
     points = enumerate_space(space).points
     plans = [(Plan.base(30), {})] + [(p.plan, p.params) for p in points]
+    last = len(plans) - 1
+    ppl, eq = eval_key(parse_eval(PPL)), eval_key(parse_eval(EQ))
     with sessions() as session:
-        sweep = Sweep(
+        sweep = seed_sweep(
+            session,
+            plans,
+            lambda i, plan: {
+                "status": "failed" if i == last else "done",
+                "error": "out of memory" if i == last else None,
+                "started_at": t0,
+                "finished_at": t0 + timedelta(seconds=i + 1),
+                "attempts": 1,
+            },
             name="fuzz",
             model=model,
             num_layers=30,
@@ -55,43 +65,14 @@ def seed_sweep(sessions, model: str, status: str = "done") -> tuple[int, list[in
             status=status,
             started_at=t0,
         )
-        for i, (plan, params) in enumerate(plans):
-            failed = i == len(plans) - 1
-            sweep.candidates.append(
-                Candidate(
-                    ordinal=i,
-                    plan=str(plan),
-                    digest=plan.digest,
-                    params=params,
-                    is_reference=i == 0,
-                    status="failed" if failed else "done",
-                    error="out of memory" if failed else None,
-                    started_at=t0,
-                    finished_at=t0 + timedelta(seconds=i + 1),
-                    attempts=1,
-                )
-            )
-            if failed:
-                continue
-            common = dict(model=model, plan=str(plan), plan_digest=plan.digest, seconds=1.0)
-            upsert_result(
-                session,
-                **common,
-                eval_key=eval_key(parse_eval(PPL)),
-                eval_kind="perplexity",
-                metrics={"perplexity": 10.0 + i, "nll": 2.0},
-                details={"windows": 2},
-            )
+        scores = []
+        for i, (plan, _params) in enumerate(plans[:last]):
+            metrics = {"perplexity": 10.0 + i, "nll": 2.0}
+            scores.append((plan, ppl, "perplexity", metrics, {"windows": 2}))
             if i % 2:
-                upsert_result(
-                    session,
-                    **common,
-                    eval_key=eval_key(parse_eval(EQ)),
-                    eval_kind="eq_bench",
-                    metrics={"eqbench": 50.0 - i, "percent_parseable": 100.0},
-                    details={"items": []},
-                )
-        session.add(sweep)
+                metrics = {"eqbench": 50.0 - i, "percent_parseable": 100.0}
+                scores.append((plan, eq, "eq_bench", metrics, {"items": []}))
+        store_scores(session, model, scores)
         session.commit()
         return sweep.id, [c.id for c in sweep.candidates]
 
@@ -107,7 +88,7 @@ class Seeded:
             self.add(status)
 
     def add(self, status: str = "done") -> None:
-        sweep_id, candidate_ids = seed_sweep(self.sessions, self.model, status)
+        sweep_id, candidate_ids = store_sweep(self.sessions, self.model, status)
         self.sweeps.append(sweep_id)
         self.candidates += candidate_ids
 

@@ -7,10 +7,11 @@ from fastapi.testclient import TestClient
 
 from frankensweep.api.app import create_app
 from frankensweep.core.config import Settings
-from frankensweep.db import Candidate, Sweep
+from frankensweep.db import Candidate
 from frankensweep.db.store import upsert_result
 from frankensweep.evals.registry import eval_key, parse_eval
 from frankensweep.search import Plan, RysSpace, enumerate_space
+from frankensweep.testing.sweeps import seed_sweep, store_scores
 
 PPL = {"kind": "perplexity", "corpus": "pydoc_data.topics", "tokens": 256, "ctx": 128}
 MODEL = "/models/base.gguf"
@@ -23,7 +24,10 @@ def store(app, status: str) -> tuple[int, list[str]]:
     plans = list(dict.fromkeys(plans))  # the base plan appears in the space too
     key = eval_key(parse_eval(PPL))
     with app.state.sessions() as session:
-        sweep = Sweep(
+        sweep = seed_sweep(
+            session,
+            [(plan, {}) for plan in plans],
+            lambda i, plan: {"status": "done" if i <= SCORED else "pending"},
             name="pages",
             model=MODEL,
             num_layers=30,
@@ -32,30 +36,12 @@ def store(app, status: str) -> tuple[int, list[str]]:
             strategy={"kind": "grid"},
             status=status,
         )
-        sweep.candidates = [
-            Candidate(
-                ordinal=i,
-                plan=str(plan),
-                digest=plan.digest,
-                params={},
-                is_reference=i == 0,
-                status="done" if i <= SCORED else "pending",
-            )
-            for i, plan in enumerate(plans)
+        # later plans rank first
+        scores = [
+            (plan, key, "perplexity", {"perplexity": 1000.0 - i}, None)
+            for i, plan in enumerate(plans[: SCORED + 1])
         ]
-        session.add(sweep)
-        for i, plan in enumerate(plans[: SCORED + 1]):
-            upsert_result(
-                session,
-                model=MODEL,
-                plan=str(plan),
-                plan_digest=plan.digest,
-                eval_key=key,
-                eval_kind="perplexity",
-                metrics={"perplexity": 1000.0 - i},  # later plans rank first
-                details=None,
-                seconds=1.0,
-            )
+        store_scores(session, MODEL, scores)
         session.commit()
         return sweep.id, [str(p) for p in plans]
 

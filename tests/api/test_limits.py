@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from conftest import tiny_config
 from fastapi.testclient import TestClient
 from test_sweeps_api import count_rows
 
@@ -25,7 +24,8 @@ from frankensweep.api.app import create_app
 from frankensweep.api.limits import BodySizeLimit
 from frankensweep.core.config import Settings
 from frankensweep.core.paths import is_hub_id
-from frankensweep.worker.models import smollm2_path
+from frankensweep.models import smollm2_path
+from frankensweep.testing.models import tiny_config
 
 PPL = {"kind": "perplexity", "corpus": "pydoc_data.topics", "tokens": 256, "ctx": 128}
 EXPLICIT = {"kind": "explicit", "plans": ["0-6,2-8"]}

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import wait_done
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
 
 from frankensweep.api.app import create_app
 from frankensweep.core.config import Settings
 from frankensweep.db import Candidate, Result, Sweep
+from frankensweep.models import smollm2_path
 from frankensweep.search import Plan, recipe_to_plan
-from frankensweep.worker.models import smollm2_path
+from frankensweep.testing.sweeps import wait_sweep as wait_done
 
 pytestmark = pytest.mark.slow
 

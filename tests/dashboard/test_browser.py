@@ -18,8 +18,8 @@ import yaml
 
 from frankensweep.api.app import create_app
 from frankensweep.core.config import Settings
+from frankensweep.models import smollm2_path
 from frankensweep.search import Plan, recipe_to_plan
-from frankensweep.worker.models import smollm2_path
 
 pytestmark = pytest.mark.slow
 

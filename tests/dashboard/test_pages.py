@@ -19,7 +19,7 @@ from frankensweep.db import Candidate, Sweep
 from frankensweep.db.store import upsert_result
 from frankensweep.evals.registry import eval_key, parse_eval
 from frankensweep.search import Plan
-from frankensweep.strategies.rounds import sweep_levels
+from frankensweep.sweeps.config import sweep_config
 
 PPL = {"kind": "perplexity", "corpus": "pydoc_data.topics", "tokens": 256, "ctx": 128}
 EQ = {"kind": "eq_bench", "questions": "q.json", "limit": 2, "max_gen_toks": 80}
@@ -155,7 +155,7 @@ def store_halving_sweep(app: FastAPI) -> tuple[int, list[int]]:
             search_finished=True,
             finished_at=T0 + timedelta(minutes=5),
         )
-        levels = sweep_levels(sweep)
+        levels = sweep_config(sweep).levels
         assert [lv.label for lv in levels] == [
             "perplexity on 28 tokens",
             "perplexity on 85 tokens",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_LAYERS, tiny_model
 from torch import nn
 
 from frankensweep.evals.corpus import bundled_text
 from frankensweep.evals.perplexity import make_windows, perplexity, tokenize_corpus
 from frankensweep.evals.prefix import shared_perplexities, tree_nodes
 from frankensweep.search import OverlapSpace, Plan, enumerate_space
+from frankensweep.testing.models import TINY_LAYERS, tiny_model
 from frankensweep.worker.prefix_views import shared_view_perplexities
 from frankensweep.worker.views import build_view
 

@@ -11,22 +11,22 @@ from __future__ import annotations
 import httpx
 import optuna
 import pytest
-from processes import (
+from test_strategy_sweeps import KEPT, PPL, SPACE, check_halving, perplexity_key, stored
+
+from frankensweep.core.net import free_port
+from frankensweep.db import upgrade
+from frankensweep.models import smollm2_path
+from frankensweep.strategies.model_based import study_name
+from frankensweep.testing.models import tiny_model_dir
+from frankensweep.testing.processes import (
     Processes,
     embedded_env,
     poll_sweep,
     scaled_env,
-    tiny_model_dir,
     wait_done,
     wait_for_health,
     wait_for_log,
 )
-from services import free_port
-from test_strategy_sweeps import KEPT, PPL, SPACE, check_halving, perplexity_key, stored
-
-from frankensweep.db import upgrade
-from frankensweep.strategies.model_based import study_name
-from frankensweep.worker.models import smollm2_path
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,6 @@ import math
 
 import optuna
 import pytest
-from conftest import wait_done
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
@@ -22,10 +21,11 @@ from frankensweep.db import Candidate, CandidateStatus, Result, Sweep
 from frankensweep.db.session import make_sessionmaker
 from frankensweep.db.store import claim
 from frankensweep.evals.registry import PerplexitySpec, eval_key
+from frankensweep.models import smollm2_path
 from frankensweep.strategies import make_strategy
 from frankensweep.strategies.model_based import study_name
-from frankensweep.strategies.rounds import advance, search_state
-from frankensweep.worker.models import smollm2_path
+from frankensweep.sweeps.rounds import advance, search_state
+from frankensweep.testing.sweeps import wait_sweep as wait_done
 
 SPACE = {"kind": "overlap", "slice_size": [6, 14, 2], "jump": [2, 5], "last_slice": [4, 8, 2]}
 KEPT = 44  # plans of SPACE on SmolLM2's 30 layers (16 more are infeasible)

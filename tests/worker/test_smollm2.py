@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import materialize
 
 from frankensweep.search import Plan
+from frankensweep.testing.models import materialize
 from frankensweep.worker.views import build_view, decoder_stack
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from frankensweep.api.schemas import SweepCreate
-from frankensweep.api.submission import build_sweep, store_sweep
 from frankensweep.core.config import Settings
 from frankensweep.db import (
     Candidate,
@@ -15,10 +13,14 @@ from frankensweep.db import (
     make_sessionmaker,
     upgrade,
 )
-from frankensweep.db.store import claim, fail_claimed
-from frankensweep.strategies.rounds import advance
-from frankensweep.worker.models import smollm2_path
-from frankensweep.worker.runner import ModelCache, failure, run_unit
+from frankensweep.db.store import claim
+from frankensweep.models import smollm2_path
+from frankensweep.sweeps.request import SweepCreate
+from frankensweep.sweeps.rounds import advance
+from frankensweep.sweeps.status import fail_claimed
+from frankensweep.sweeps.submission import build_sweep, store_sweep
+from frankensweep.worker.loading import ModelCache
+from frankensweep.worker.runner import failure, run_unit
 
 PLANS = ["0-20,10-30", "0-16,8-30", "0-24,12-30"]
 PPL = {"kind": "perplexity", "corpus": "pydoc_data.topics", "tokens": 128, "ctx": 64}

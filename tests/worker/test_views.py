@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_LAYERS, materialize, tiny_model
 
+from frankensweep.models import ModelLoadError
 from frankensweep.search import Plan
-from frankensweep.worker.models import ModelLoadError, check_supported
+from frankensweep.testing.models import TINY_LAYERS, materialize, tiny_model
+from frankensweep.worker.loading import check_supported
 from frankensweep.worker.views import build_view, decoder_stack
 
 PLANS = ["0-5,3-8", "0-8,2-6", "0-3,1-4,2-8,6-8", "0-8,0-8"]

@@ -25,13 +25,12 @@ from sqlalchemy import select
 
 from frankensweep import __version__
 from frankensweep.api.deps import RowId, SessionDep
-from frankensweep.api.leaderboard import candidate_scores, leaderboard, sweep_metrics
 from frankensweep.api.routes.sweeps import public
-from frankensweep.db import Candidate, Sweep
-from frankensweep.db.models import FINISHED_SWEEP
+from frankensweep.db import FINISHED_CANDIDATE, FINISHED_SWEEP, Candidate, Sweep
 from frankensweep.evals.registry import eval_key
 from frankensweep.search import Plan
-from frankensweep.strategies.rounds import sweep_levels
+from frankensweep.sweeps.config import sweep_config
+from frankensweep.sweeps.leaderboard import candidate_scores, leaderboard
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -132,8 +131,6 @@ templates.env.globals.update(
     version=__version__,
 )
 
-FINISHED_CANDIDATE = ("done", "failed", "pruned", "cancelled")
-
 
 def progress(info, sweep: Sweep) -> dict[str, Any]:
     """Finished and expected evaluations of a sweep (``info``: its ``SweepPublic``), and the %.
@@ -193,9 +190,10 @@ def get_or_404(session, model, key: int, what: str):
 def sweep_view(session, sweep: Sweep) -> dict[str, Any]:
     """Everything the sweep page (and its live fragment) renders."""
     info = public(session, sweep)
-    metrics = sweep_metrics(sweep)
+    config = sweep_config(sweep)
+    metrics = config.metrics
     board = leaderboard(session, sweep, None)
-    levels = sweep_levels(sweep)
+    levels = config.levels
     candidates = {c.id: c for c in sweep.candidates}
     all_metrics: list[str] = list(metrics)
     rows = ([board.reference] if board.reference else []) + board.rows
@@ -222,11 +220,7 @@ def sweep_view(session, sweep: Sweep) -> dict[str, Any]:
                 "scores": r.scores,
                 "status": r.status,
                 "fidelity_label": r.fidelity_label,
-                "finished_at": (
-                    candidates[r.candidate_id].finished_at.isoformat()
-                    if candidates[r.candidate_id].finished_at
-                    else None
-                ),
+                "finished_at": _iso(candidates[r.candidate_id].finished_at),
             }
             for r in board.rows
         ],
@@ -244,6 +238,10 @@ def sweep_view(session, sweep: Sweep) -> dict[str, Any]:
     }
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 def best_score(session, sweep: Sweep) -> tuple[str, float | None]:
     board = leaderboard(session, sweep, None)
     best = board.rows[0].scores.get(board.metric) if board.rows else None
@@ -256,7 +254,7 @@ def best_score(session, sweep: Sweep) -> tuple[str, float | None]:
 @router.get("/", response_class=HTMLResponse)
 def sweeps_page(request: Request, session: SessionDep, fragment: bool = False) -> HTMLResponse:
     """All sweeps, newest first."""
-    items = []
+    items: list[dict[str, Any]] = []
     for sweep in session.scalars(select(Sweep).order_by(Sweep.id.desc()).limit(500)):
         info = public(session, sweep)
         metric, best = best_score(session, sweep)
@@ -301,10 +299,11 @@ def candidate_page(candidate_id: RowId, request: Request, session: SessionDep) -
     if c is None:
         return not_found(request, f"candidate {candidate_id} not found")
     scores, rows, partial = candidate_scores(session, c.sweep, [c])
-    levels = sweep_levels(c.sweep)
+    config = sweep_config(c.sweep)
+    levels = config.levels
     # every level's results, cheapest first (a key in several levels counts as the highest)
     level_of_key = {eval_key(spec): i for i, level in enumerate(levels) for spec in level.evals}
-    reached = min(c.fidelity or 0, len(levels) - 1)
+    reached = config.level_of(c.fidelity)
     stored = sorted(rows.get(c.digest, []), key=lambda r: level_of_key.get(r.eval_key, -1))
     results = [
         {

@@ -6,11 +6,11 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import PlainTextResponse
 
 from frankensweep.api.deps import RowId, SessionDep
-from frankensweep.api.leaderboard import candidate_scores
 from frankensweep.api.schemas import CandidatePublic
 from frankensweep.db import Candidate
 from frankensweep.search import DTYPES, Plan, plan_to_recipe
-from frankensweep.strategies.rounds import sweep_levels
+from frankensweep.sweeps.config import sweep_config
+from frankensweep.sweeps.leaderboard import candidate_scores
 
 router = APIRouter(prefix="/api/candidates", tags=["candidates"])
 
@@ -67,8 +67,9 @@ def read_candidate(candidate_id: RowId, session: SessionDep) -> CandidatePublic:
     """One candidate: status, failure reason, scores and raw eval details."""
     c = get_candidate(session, candidate_id)
     scores, rows, _partial = candidate_scores(session, c.sweep, [c])
-    levels = sweep_levels(c.sweep)
-    level = min(c.fidelity or 0, len(levels) - 1)
+    config = sweep_config(c.sweep)
+    levels = config.levels
+    level = config.level_of(c.fidelity)
     return CandidatePublic(
         id=c.id,
         sweep_id=c.sweep_id,

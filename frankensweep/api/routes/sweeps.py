@@ -7,22 +7,16 @@ from fastapi.responses import Response
 from sqlalchemy import func, select
 
 from frankensweep.api.deps import MAX_ID, RowId, SessionDep, SettingsDep, WriterDep
-from frankensweep.api.leaderboard import UnknownMetric, leaderboard_page_json
 from frankensweep.api.schemas import Leaderboard, SweepCreate, SweepCreated, SweepPublic
-from frankensweep.api.submission import SubmissionError, build_sweep, store_sweep
 from frankensweep.db import Sweep, SweepStatus
-from frankensweep.db.store import cancel_sweep, eta_seconds, status_counts
-from frankensweep.strategies.rounds import forget, sweep_levels
+from frankensweep.db.store import status_counts
+from frankensweep.sweeps.config import sweep_config
+from frankensweep.sweeps.leaderboard import leaderboard_page_json
+from frankensweep.sweeps.rounds import forget
+from frankensweep.sweeps.status import cancel_sweep, eta_seconds
+from frankensweep.sweeps.submission import build_sweep, store_sweep
 
 router = APIRouter(prefix="/api/sweeps", tags=["sweeps"])
-
-
-def unprocessable(loc: tuple, message: str) -> HTTPException:
-    """A 422 shaped like FastAPI's own validation errors."""
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        [{"loc": list(loc), "msg": message, "type": "value_error"}],
-    )
 
 
 def get_sweep(session, sweep_id: int) -> Sweep:
@@ -46,7 +40,7 @@ def public(session, sweep: Sweep) -> SweepPublic:
         strategy=sweep.strategy,
         round=sweep.round,
         search_finished=sweep.search_finished,
-        levels=[level.label for level in sweep_levels(sweep)],
+        levels=[level.label for level in sweep_config(sweep).levels],
         counts=counts,
         total=sum(counts.values()),
         eta_seconds=eta_seconds(session, sweep),
@@ -64,16 +58,14 @@ def create_sweep(
     active = session.scalar(
         select(func.count()).where(Sweep.status.in_([SweepStatus.queued, SweepStatus.running]))
     )
+    active = active or 0
     if active >= settings.max_active_sweeps:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             f"{active} sweeps are queued or running, the cap is {settings.max_active_sweeps} "
             "(FRANKENSWEEP_MAX_ACTIVE_SWEEPS): wait for one to end, or cancel one",
         )
-    try:
-        submission = build_sweep(payload, settings)
-    except SubmissionError as exc:
-        raise unprocessable(exc.loc, str(exc)) from None
+    submission = build_sweep(payload, settings)  # a SubmissionError answers 422 (api/errors)
     stored = store_sweep(session, submission)
     request.app.state.dispatcher.submit(submission.sweep.id)
     return SweepCreated(id=submission.sweep.id, candidates=stored, space=submission.summary)
@@ -122,8 +114,5 @@ def read_leaderboard(
 ) -> Response:
     """Candidates ranked by a metric, a page at a time, with the base model as reference row."""
     sweep = get_sweep(session, sweep_id)
-    try:
-        page = leaderboard_page_json(session, sweep, metric, limit, offset)
-    except UnknownMetric as exc:
-        raise unprocessable(("query", "metric"), str(exc)) from None
+    page = leaderboard_page_json(session, sweep, metric, limit, offset)  # UnknownMetric: 422
     return Response(page, media_type="application/json")

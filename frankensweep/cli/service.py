@@ -1,10 +1,8 @@
-"""Service commands of the CLI: serve, worker, submit, leaderboard, demo."""
+"""Service commands of the CLI: serve, worker, migrate, submit, leaderboard, demo."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,26 +12,12 @@ import typer
 import yaml
 from rich.table import Table
 
-from frankensweep.cli import app, err, fail, out, progress_bar
-from frankensweep.client import DEFAULT_URL, Client, ClientError
+from frankensweep.cli.app import app, err, fail, out, progress_bar, quiet_libraries
+from frankensweep.client import DEFAULT_URL, Client
+from frankensweep.core.net import free_port, is_loopback, wait_healthy
+from frankensweep.core.status import FINISHED_CANDIDATE, FINISHED_SWEEP
 
 UrlOpt = Annotated[str, typer.Option("--url", help="The frankensweep server.")]
-FINISHED = ("done", "cancelled", "failed")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @app.command()
@@ -83,7 +67,7 @@ def leaderboard_table(board: dict, limit: int | None = None) -> Table:
     better = "higher" if board["higher_is_better"] else "lower"
     table = Table(title=f"sweep {board['sweep_id']}: {metric} ({better} is better)")
     for name in ("rank", "candidate", "plan", "layers", metric, "vs base", "status", "reached"):
-        table.add_column(name, overflow="fold" if name == "plan" else None)
+        table.add_column(name, overflow="fold" if name == "plan" else "ellipsis")
     ref = board.get("reference")
     ref_value = (ref or {}).get("scores", {}).get(metric)
     rows = board["rows"][:limit] if limit else board["rows"]
@@ -124,7 +108,7 @@ def wait_for(client: Client, sweep_id: int, poll: float = 1.0) -> dict:
         task = bar.add_task(f"sweep {sweep_id}", total=sweep["total"])
         while True:
             counts = sweep["counts"]
-            done = sum(counts[s] for s in ("done", "failed", "pruned", "cancelled"))
+            done = sum(counts[s] for s in FINISHED_CANDIDATE)
             round_ = sweep.get("round", 0)
             bar.update(
                 task,
@@ -132,7 +116,7 @@ def wait_for(client: Client, sweep_id: int, poll: float = 1.0) -> dict:
                 completed=done,
                 description=f"sweep {sweep_id} {sweep['status']} (round {round_ + 1})",
             )
-            if sweep["status"] in FINISHED:
+            if sweep["status"] in FINISHED_SWEEP:
                 return sweep
             time.sleep(poll)
             sweep = client.sweep(sweep_id)
@@ -228,11 +212,10 @@ def demo(
     import uvicorn
 
     from frankensweep.api.app import create_app
-    from frankensweep.cli import _quiet_libraries
     from frankensweep.core.config import Settings
-    from frankensweep.worker.models import smollm2_path
+    from frankensweep.models import smollm2_path
 
-    _quiet_libraries()
+    quiet_libraries()
     port = port or free_port()
     settings = Settings(database_url=f"sqlite:///{database.resolve()}", broker_url=None)
     server = uvicorn.Server(
@@ -241,15 +224,9 @@ def demo(
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
+    if not wait_healthy(url, timeout=60, alive=thread.is_alive, every=0.1):
+        fail(f"the server could not start on port {port}: try --port 0")
     client = Client(url)
-    for _ in range(300):
-        try:
-            client.health()
-            break
-        except ClientError:
-            if not thread.is_alive():
-                fail(f"the server could not start on port {port}: try --port 0")
-            time.sleep(0.1)
     created = client.submit({**DEMO_SWEEP, "model": str(smollm2_path())})
     err.print(
         f"sweep {created['id']}: {created['candidates']} candidates, {created['space']['summary']}",

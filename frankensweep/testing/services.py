@@ -5,17 +5,7 @@ port of 127.0.0.1. PostgreSQL refuses to run as root, so as root its programs ru
 ``postgres`` system user (created by Debian's package) through ``runuser``. A missing binary fails
 the tests that need it, naming ``scripts/install-services.sh``: nothing is skipped.
 
-Fixtures (import them in ``tests/conftest.py``):
-
-* ``postgres_server`` (session): a :class:`PostgresServer`, running; ``.url`` is the SQLAlchemy URL
-  of its database ``frankensweep``; ``.stop()``, ``.start()``, ``.restart()`` for fault tests.
-* ``postgres_url`` (session): ``postgres_server.url``.
-* ``redis_server`` (session): a :class:`RedisServer` without persistence, running; ``.url``,
-  ``.stop()``, ``.start()``, ``.restart()``.
-* ``redis_url`` (session): ``redis_server.url`` (``redis://127.0.0.1:PORT/0``).
-* ``database_url`` (function, params ``sqlite`` and ``postgresql``): a fresh, empty database
-  migrated to head by ``frankensweep.db.upgrade`` (a copy of one migrated per session), removed
-  after the test.
+The pytest fixtures over them are in ``tests/conftest.py``.
 
 Tests that need a server of their own (say Redis with an append-only file) use the classes as
 context managers: ``with RedisServer(appendonly=True) as redis: ...``.
@@ -33,11 +23,9 @@ import socket
 import subprocess
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from frankensweep.core.net import free_port
 
 INSTALL_HINT = "run `bash scripts/install-services.sh` (as root) to install it"
 START_TIMEOUT = 30.0
@@ -45,13 +33,6 @@ START_TIMEOUT = 30.0
 
 class ServiceError(RuntimeError):
     """A server could not be found, started or stopped."""
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -413,92 +394,3 @@ class RedisServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------------- fixtures
-
-
-def _started(factory):
-    """Enter a server, turning a ServiceError into a test failure (never a skip)."""
-    try:
-        return factory().__enter__()
-    except ServiceError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A running throwaway PostgreSQL cluster with database ``frankensweep`` (not migrated)."""
-    server = _started(PostgresServer)
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="session")
-def postgres_url(postgres_server: PostgresServer) -> str:
-    """``postgresql+psycopg://postgres@127.0.0.1:PORT/frankensweep`` of the session cluster."""
-    return postgres_server.url
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """A running throwaway Redis without persistence."""
-    server = _started(RedisServer)
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="session")
-def redis_url(redis_server: RedisServer) -> str:
-    """``redis://127.0.0.1:PORT/0`` of the session Redis."""
-    return redis_server.url
-
-
-@pytest.fixture(scope="session")
-def _migrated_sqlite(tmp_path_factory) -> Path:
-    """A SQLite file migrated to head once; each test gets a copy."""
-    from frankensweep.db import upgrade
-
-    path = tmp_path_factory.mktemp("sqlite-template") / "migrated.db"
-    upgrade(f"sqlite:///{path}")  # the engine is disposed: the WAL is checkpointed into the file
-    return path
-
-
-@pytest.fixture(scope="session")
-def _migrated_postgres(postgres_server: PostgresServer) -> str:
-    """A PostgreSQL database migrated to head once; each test's database is a copy of it."""
-    from frankensweep.db import upgrade
-
-    name = "fs_migrated_template"
-    upgrade(postgres_server.create_database(name))
-    # CREATE DATABASE ... TEMPLATE needs it unused: refuse stray connections
-    postgres_server.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-    return name
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database migrated to head: a SQLite file, or a PostgreSQL database.
-
-    Each is a copy of one database migrated by ``frankensweep.db.upgrade`` at the start of the
-    session (a copy takes milliseconds, a migration a tenth of a second); dropped afterwards.
-    """
-    if request.param == "sqlite":
-        path = tmp_path / "frankensweep.db"
-        shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
-        yield f"sqlite:///{path}"
-        return
-    template = request.getfixturevalue("_migrated_postgres")
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    server.start()  # a fault test may have left it stopped
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    server.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        yield server.url_for(name)
-    finally:
-        server.start()
-        server.drop_database(name)

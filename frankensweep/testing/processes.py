@@ -1,9 +1,7 @@
-"""Real service processes for the tests: the API and Celery workers as users start them.
+"""Real service processes for tests and benchmarks: the API and Celery workers as users start them.
 
-Shared by ``test_service_processes.py`` and ``test_faults.py``: start ``frankensweep serve`` and
-``frankensweep worker`` processes (each logging to a file), wait for them, check a sweep's outcome
-in the database, and build a tiny Hugging Face model directory (byte-level tokenizer included) for
-tests whose fault needs a model but not SmolLM2's compute time.
+Start ``frankensweep serve`` and ``frankensweep worker`` processes (each logging to a file), wait
+for them, and check a sweep's outcome in the database.
 """
 
 from __future__ import annotations
@@ -20,6 +18,8 @@ import psutil
 import yaml
 from sqlalchemy import create_engine, select
 
+from frankensweep.core.net import wait_healthy
+from frankensweep.core.status import FINISHED_SWEEP
 from frankensweep.db import Candidate, Result, Sweep
 from frankensweep.search import Plan, recipe_to_plan
 
@@ -30,7 +30,8 @@ class Processes:
     """Started processes, each logging to a file; all stopped at the end."""
 
     def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        self.tmp, self.env, self.procs = tmp, env, {}
+        self.tmp, self.env = tmp, env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, *args: str, preexec_fn=None) -> psutil.Process:
         """Start ``frankensweep *args`` in a session of its own; ``preexec_fn`` runs in the child
@@ -96,15 +97,8 @@ def scaled_env(database_url: str, broker_url: str, **extra: str) -> dict[str, st
 
 
 def wait_for_health(url: str, procs: Processes, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"API did not come up:\n{procs.log('api')}")
+    if not wait_healthy(url, timeout, every=0.3):
+        raise AssertionError(f"API did not come up:\n{procs.log('api')}")
 
 
 def wait_for_log(procs: Processes, name: str, text: str, timeout: float = 120) -> None:
@@ -133,8 +127,7 @@ def poll_sweep(url: str, sweep_id: int, procs: Processes, until, timeout: float,
 
 
 def wait_done(url: str, sweep_id: int, procs: Processes, timeout: float = 900) -> dict:
-    finished = ("done", "failed", "cancelled")
-    return poll_sweep(url, sweep_id, procs, lambda s: s["status"] in finished, timeout, 1.0)
+    return poll_sweep(url, sweep_id, procs, lambda s: s["status"] in FINISHED_SWEEP, timeout, 1.0)
 
 
 def wait_running(url: str, sweep_id: int, procs: Processes, timeout: float = 300) -> dict:
@@ -192,50 +185,3 @@ def check_outcome(url: str, database_url: str, sweep_id: int) -> list:
     # every candidate scored exactly once: one result row per plan, none missing, none extra
     assert sorted(r.plan_digest for r in results) == sorted(c.digest for c in candidates)
     return candidates
-
-
-def tiny_model_dir(
-    path: Path,
-    layers: int = 6,
-    vocab_size: int = 8192,
-    hidden_size: int = 64,
-    nan_layer: int | None = None,
-    seed: int = 0,
-) -> Path:
-    """A random Llama saved to ``path`` with a byte-level tokenizer (ids 0..256).
-
-    ``vocab_size`` sets the LM head's width and so the cost and memory of scoring a token (the
-    tokenizer only uses the first 257 ids). ``nan_layer``: that decoder layer's MLP output
-    weights are NaN, so every plan running it has a NaN loss and the others do not.
-    """
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-        bos_token_id=None,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-        if nan_layer is not None:
-            model.model.layers[nan_layer].mlp.down_proj.weight.fill_(float("nan"))
-    model.save_pretrained(path)
-    fast.save_pretrained(path)
-    return path

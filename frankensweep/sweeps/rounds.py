@@ -17,46 +17,36 @@ from collections.abc import Sequence
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from frankensweep.db.models import Candidate, CandidateStatus, Sweep, SweepStatus
-from frankensweep.db.store import refresh_sweep, results_for, status_counts
-from frankensweep.evals.registry import parse_eval
-from frankensweep.search import (
-    Filters,
-    Plan,
-    SpacePoint,
-    enumerate_space,
-    space_from_spec,
-)
-from frankensweep.strategies import make_strategy
-from frankensweep.strategies.base import CandidateState, RoundPlan, SearchState
-from frankensweep.strategies.fidelity import Level
+from frankensweep.db import Candidate, CandidateStatus, Sweep, SweepStatus
+from frankensweep.db.store import results_for, rowcount, status_counts
+from frankensweep.search import SpacePoint
+from frankensweep.strategies import CandidateState, RoundPlan, SearchState
+from frankensweep.sweeps.config import sweep_config
+from frankensweep.sweeps.status import refresh_sweep
+
+__all__ = ["advance", "begin", "forget", "search_state"]
 
 log = logging.getLogger(__name__)
 
 
-def sweep_levels(sweep: Sweep) -> list[Level]:
-    """The sweep's fidelity levels, cheapest first (one level, the full evals, for most)."""
-    return make_strategy(sweep.strategy).levels([parse_eval(e) for e in sweep.evals])
-
-
-def space_points(sweep: Sweep) -> list[SpacePoint]:
-    """The plans of the sweep's space kept by its filters, the base model's plan left out."""
-    spec = {k: v for k, v in sweep.space.items() if k != "filters"}
-    space = space_from_spec(spec, num_layers=sweep.num_layers)
-    points = enumerate_space(space, Filters.from_dict(sweep.space.get("filters"))).points
-    base = Plan.base(sweep.num_layers).layers()
-    return [p for p in points if p.plan.layers() != base]
-
-
 def _storage_url(session: Session) -> str:
-    return session.get_bind().url.render_as_string(hide_password=False)
+    return session.get_bind().engine.url.render_as_string(hide_password=False)
+
+
+def _stored(session: Session, sweep_id: int, populate_existing: bool = False) -> Sweep:
+    """The sweep's row, read again from the database with ``populate_existing``."""
+    sweep = session.get(Sweep, sweep_id, populate_existing=populate_existing)
+    if sweep is None:
+        raise LookupError(f"sweep {sweep_id} is not stored")
+    return sweep
 
 
 def search_state(
     session: Session, sweep: Sweep, round: int, points: Sequence[SpacePoint] | None = None
 ) -> SearchState:
     """What the strategy sees: every candidate but the reference, scored at its fidelity."""
-    levels = sweep_levels(sweep)
+    config = sweep_config(sweep)
+    levels = list(config.levels)
     candidates = list(
         session.scalars(
             select(Candidate)
@@ -69,7 +59,7 @@ def search_state(
     )
     states = []
     for c in candidates:
-        level = levels[min(c.fidelity or 0, len(levels) - 1)]
+        level = levels[config.level_of(c.fidelity)]
         result = stored.get((c.digest, level.rank_key))
         states.append(
             CandidateState(
@@ -88,9 +78,7 @@ def search_state(
         levels=levels,
         candidates=states,
         storage_url=_storage_url(session),
-        enumerate_points=(
-            (lambda: list(points)) if points is not None else (lambda: space_points(sweep))
-        ),
+        enumerate_points=(lambda: list(points)) if points is not None else config.points,
     )
 
 
@@ -100,9 +88,9 @@ def _apply(session: Session, sweep: Sweep, plan: RoundPlan | None, round: int) -
         sweep.search_finished = True
         refresh_sweep(session, sweep)
         return []
-    ordinal = session.scalar(
+    ordinal: int = session.execute(
         select(func.coalesce(func.max(Candidate.ordinal), -1)).where(Candidate.sweep_id == sweep.id)
-    )
+    ).scalar_one()
     added = []
     for point, fidelity, trial in plan.add:
         ordinal += 1
@@ -136,18 +124,17 @@ def _apply(session: Session, sweep: Sweep, plan: RoundPlan | None, round: int) -
 
 def forget(session: Session, sweep: Sweep) -> None:
     """Drop what the sweep's strategy keeps elsewhere (an Optuna study) once it is deleted."""
-    make_strategy(sweep.strategy).forget(sweep.id, _storage_url(session))
+    sweep_config(sweep).strategy.forget(sweep.id, _storage_url(session))
 
 
 def begin(session: Session, sweep_id: int, points: Sequence[SpacePoint]) -> int:
     """Store the first round of a stored sweep (``points``: its space, already enumerated)."""
-    sweep = session.get(Sweep, sweep_id)
-    strategy = make_strategy(sweep.strategy)
+    sweep = _stored(session, sweep_id)
+    strategy = sweep_config(sweep).strategy
     state = search_state(session, sweep, 0, points)
     session.rollback()  # no transaction open while Optuna writes (SQLite allows one writer)
     plan = strategy.propose(state)
-    sweep = session.get(Sweep, sweep_id)
-    ids = _apply(session, sweep, plan, 0)
+    ids = _apply(session, _stored(session, sweep_id), plan, 0)
     session.commit()
     return len(ids)
 
@@ -162,7 +149,7 @@ def advance(sessions: sessionmaker[Session], sweep_id: int) -> list[int] | None:
         if counts[CandidateStatus.pending] or counts[CandidateStatus.running]:
             return None
         current = sweep.round
-        strategy = make_strategy(sweep.strategy)
+        strategy = sweep_config(sweep).strategy
         state = search_state(s, sweep, current + 1)
         s.rollback()
         plan = None
@@ -172,18 +159,17 @@ def advance(sessions: sessionmaker[Session], sweep_id: int) -> list[int] | None:
         if not plan:  # the search is over: the strategy sees all of it, then the sweep is done
             state.finished = True
             strategy.observe(state)
-            sweep = s.get(Sweep, sweep_id, populate_existing=True)
+            sweep = _stored(s, sweep_id, populate_existing=True)
             sweep.search_finished = True
             refresh_sweep(s, sweep)
             s.commit()
             return None
         cas = update(Sweep).where(Sweep.id == sweep_id, Sweep.round == current)
-        won = s.execute(cas.values(round=current + 1)).rowcount
+        won = rowcount(s.execute(cas.values(round=current + 1)))
         if not won:  # another caller stored this round
             s.rollback()
             return None
-        sweep = s.get(Sweep, sweep_id, populate_existing=True)
-        ids = _apply(s, sweep, plan, current + 1)
+        ids = _apply(s, _stored(s, sweep_id, populate_existing=True), plan, current + 1)
         s.commit()
         if ids:
             log.info("sweep %s: round %d, %d candidates", sweep_id, current + 1, len(ids))

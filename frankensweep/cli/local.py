@@ -1,127 +1,42 @@
-"""The ``frankensweep`` command line: plans, eval, export, convert and demo."""
+"""Commands that work on a model directly, with no server: plans, eval, export, convert."""
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
+from frankensweep.cli.app import (
+    CliError,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    app,
+    err,
+    fail,
+    load_model,
+    out,
+    progress_bar,
+    quiet_libraries,
+    status,
+)
 from frankensweep.client import DEFAULT_URL
-
-# tqdm reads its settings on import: GGUF de-quantization shows a bare tqdm bar otherwise
-os.environ.setdefault("TQDM_DISABLE", "1")
-
 from frankensweep.search import (
     DTYPES,
     Filters,
-    InfeasibleSpaceError,
     IntRange,
     OverlapSpace,
     Plan,
-    PlanError,
-    RecipeError,
     RysSpace,
+    Space,
     enumerate_space,
     plan_to_recipe,
 )
 
-app = typer.Typer(
-    help="Search passthrough self-merges (frankenmerges) of an LLM without writing merged models.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-err = Console(stderr=True, emoji=False)
-out = Console(highlight=False, soft_wrap=True, emoji=False)
-
-#: errors whose message is the whole story: printed on one line, exit code 2
-USER_ERRORS: tuple[type[Exception], ...] = (PlanError, RecipeError, InfeasibleSpaceError)
-
-
-class CliError(Exception):
-    """A user error raised by the CLI itself."""
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from frankensweep.client import ClientError
-    from frankensweep.evals.corpus import CorpusError
-    from frankensweep.evals.eq_bench import EqBenchDataError
-    from frankensweep.worker.models import ModelLoadError
-
-    return (*USER_ERRORS, CliError, ClientError, CorpusError, EqBenchDataError, ModelLoadError)
-
-
-def fail(message: str) -> None:
-    """Print ``error: message`` on one line to stderr and exit with code 2."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _quiet_libraries() -> None:
-    """Silence transformers' own progress bars and warnings: the CLI shows its own."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    )
-
-
-@contextmanager
-def status(message: str) -> Iterator[None]:
-    with err.status(message):
-        yield
-
-
-def load_model(spec: str, device: str, dtype: str):
-    """Load a base model with a spinner; user errors become one-line exits."""
-    from frankensweep.worker.models import load_base_model
-
-    _quiet_libraries()
-    with status(f"loading {spec}"):
-        return load_base_model(spec, device=device, dtype=dtype)
-
-
 # ---------------------------------------------------------------------------------------- plans
-
-ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Hugging Face directory, hub id or .gguf file.")
-]
-DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N.")]
-DtypeOpt = Annotated[
-    str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16...")
-]
 
 
 @app.command()
@@ -153,11 +68,12 @@ def plans(
     ] = False,
 ) -> None:
     """Print the plans of a space, one JSON object per line; counts go to stderr."""
+    space: Space
     if rys:
         if any(v is not None for v in (slice_size, jump, last_slice, first_slice)):
             fail("--rys takes no --slice-size/--jump/--last-slice/--first-slice")
         space = RysSpace(layers)
-    else:
+    elif slice_size is None or jump is None or last_slice is None:
         missing = [
             name
             for name, value in (
@@ -167,8 +83,8 @@ def plans(
             )
             if value is None
         ]
-        if missing:
-            fail(f"the overlap space needs {', '.join(missing)} (or use --rys)")
+        fail(f"the overlap space needs {', '.join(missing)} (or use --rys)")
+    else:
         space = OverlapSpace(
             layers,
             slice_size=IntRange.parse(slice_size, "--slice-size"),
@@ -377,14 +293,14 @@ def export(
         return
     if model is None or plan is None:
         fail("export needs --model and --plan (or --candidate ID)")
-    from frankensweep.worker.models import read_num_layers, resolve_spec
+    from frankensweep.models import read_num_layers, resolve_spec
 
     parsed = Plan.parse(plan)
     if dtype not in DTYPES:
         fail(f"dtype {dtype!r} is not supported: use one of {', '.join(DTYPES)}")
     resolve_spec(model)  # a missing model file is an error even with --layers
     if layers is None:
-        _quiet_libraries()
+        quiet_libraries()
         layers = read_num_layers(model)
     parsed.validate(layers)
     if model.lower().endswith(".gguf") and recipe_model is None:
@@ -402,7 +318,7 @@ def convert(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write (must not exist).")],
 ) -> None:
     """Save a base model (e.g. a GGUF file, dequantized) as a Hugging Face directory."""
-    from frankensweep.worker.models import make_serializable
+    from frankensweep.worker.loading import make_serializable
 
     if out_dir.exists() and any(out_dir.iterdir()):
         fail(f"{out_dir} exists and is not empty: choose a new directory")
@@ -412,18 +328,3 @@ def convert(
         base.model.save_pretrained(out_dir)
         base.tokenizer.save_pretrained(out_dir)
     err.print(f"wrote {out_dir} ({base.num_layers} layers, {base.model_type})", highlight=False)
-
-
-def main() -> None:
-    """Entry point: user errors print one line and exit with code 2 (as usage errors do)."""
-    try:
-        app()
-    except (*_user_errors(), ValueError) as exc:  # ValueError: IntRange and friends
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-
-
-from frankensweep import service_cli  # noqa: E402, F401  (registers the service commands)
-
-if __name__ == "__main__":
-    main()

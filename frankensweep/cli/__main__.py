@@ -1,0 +1,5 @@
+"""``python -m frankensweep.cli``: the ``frankensweep`` command."""
+
+from frankensweep.cli import main
+
+main()

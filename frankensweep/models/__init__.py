@@ -1,0 +1,24 @@
+"""Base models as users name them: where their files are and what their config says.
+
+Nothing here loads weights (that is the worker's ``loading``): the API reads a model's depth
+from its config at submission, the command line checks a name before a long load.
+"""
+
+from frankensweep.models.config import read_config, read_num_layers
+from frankensweep.models.spec import (
+    SUPPORTED_MODEL_TYPES,
+    ModelLoadError,
+    is_gguf,
+    resolve_spec,
+    smollm2_path,
+)
+
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "ModelLoadError",
+    "is_gguf",
+    "read_config",
+    "read_num_layers",
+    "resolve_spec",
+    "smollm2_path",
+]

@@ -1,0 +1,95 @@
+"""A stored sweep's settings as typed objects, parsed once from its row.
+
+A sweep row keeps its space, evals and strategy as JSON. :func:`sweep_config` turns them into a
+:class:`SweepConfig` (space spec and filters, eval specs, the strategy, its fidelity levels) and
+keeps it per sweep: a sweep's settings never change once stored.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from frankensweep.evals.registry import REGISTRY, AnyEvalSpec, parse_eval
+from frankensweep.search import Filters, Plan, SpacePoint, enumerate_space, space_from_spec
+from frankensweep.strategies import Level, Strategy, make_strategy
+
+if TYPE_CHECKING:
+    from frankensweep.db import Sweep
+
+__all__ = ["SweepConfig", "sweep_config"]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What a sweep searches and how, parsed from its stored row."""
+
+    model: str  # the base model as the user named it
+    num_layers: int  # its depth N
+    space: dict[str, Any]  # the space's spec (``space_from_spec``), filters left out
+    filters: Filters
+    evals: tuple[AnyEvalSpec, ...]  # the full eval suite, as submitted
+    strategy: Strategy
+    levels: tuple[Level, ...]  # fidelity levels, cheapest first; the last is the full evals
+
+    @classmethod
+    def from_row(cls, sweep: Sweep) -> SweepConfig:
+        evals = tuple(parse_eval(e) for e in sweep.evals)
+        strategy = make_strategy(sweep.strategy)
+        return cls(
+            model=sweep.model,
+            num_layers=sweep.num_layers,
+            space={k: v for k, v in sweep.space.items() if k != "filters"},
+            filters=Filters.from_dict(sweep.space.get("filters")),
+            evals=evals,
+            strategy=strategy,
+            levels=tuple(strategy.levels(evals)),
+        )
+
+    @property
+    def top(self) -> int:
+        """The index of the full-fidelity level."""
+        return len(self.levels) - 1
+
+    def level_of(self, fidelity: int | None) -> int:
+        """The level a candidate at ``fidelity`` is evaluated at (clamped to the ladder)."""
+        return min(fidelity or 0, self.top)
+
+    @cached_property
+    def metrics(self) -> dict[str, bool]:
+        """Primary metric of each eval of the suite -> whether higher is better."""
+        return {REGISTRY[s.kind].metric: REGISTRY[s.kind].higher_is_better for s in self.evals}
+
+    def points(self) -> list[SpacePoint]:
+        """The plans of the space that its filters keep, the base model's own plan left out."""
+        space = space_from_spec(self.space, num_layers=self.num_layers)
+        points = enumerate_space(space, self.filters).points
+        base = Plan.base(self.num_layers).layers()
+        return [p for p in points if p.plan.layers() != base]
+
+
+#: configs kept per process, least recently used dropped first
+_CACHE_SIZE = 256
+_cache: OrderedDict[tuple, SweepConfig] = OrderedDict()
+_lock = threading.Lock()
+
+
+def sweep_config(sweep: Sweep) -> SweepConfig:
+    """The sweep's :class:`SweepConfig`, parsed on first use and kept (LRU, per process)."""
+    if sweep.id is None:  # not stored yet: nothing identifies it
+        return SweepConfig.from_row(sweep)
+    key = (sweep.id, sweep.created_at, sweep.model)
+    with _lock:
+        config = _cache.get(key)
+        if config is not None:
+            _cache.move_to_end(key)
+            return config
+    config = SweepConfig.from_row(sweep)
+    with _lock:
+        _cache[key] = config
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return config

@@ -1,0 +1,268 @@
+"""Turn a submitted sweep into stored candidates, validating everything before storing anything.
+
+:func:`build_sweep` runs every check that can be made at submission, in order: the files it
+names lie under the path roots, the model's depth (from its config), the space (parsed, under the
+enumeration cap, non-empty after its filters), the strategy (its plan count under the per-sweep
+cap, its fidelity ladder), the evals (their data found, their sizes under the caps). Each failure
+is a :class:`SubmissionError` naming the field. :func:`store_sweep` then stores the sweep and its
+strategy's first round, whole or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from sqlalchemy.orm import Session
+
+from frankensweep.core.config import Settings
+from frankensweep.core.errors import UserError
+from frankensweep.core.paths import PathRefused, check_file_or_hub
+from frankensweep.db import Candidate, Sweep
+from frankensweep.evals.corpus import is_bundled
+from frankensweep.evals.registry import EqBenchSpec, PerplexitySpec, PreferenceSpec, get_eval
+from frankensweep.models import ModelLoadError, read_num_layers
+from frankensweep.search import (
+    ExplicitSpace,
+    Filters,
+    InfeasibleSpaceError,
+    Plan,
+    PlanError,
+    RecipeError,
+    Space,
+    SpacePoint,
+    SpaceResult,
+    enumerate_space,
+    recipe_to_plan,
+    space_from_spec,
+)
+from frankensweep.strategies import FidelityError, Strategy, StrategyError, make_strategy
+from frankensweep.sweeps.request import ExplicitSpaceIn, SweepCreate
+from frankensweep.sweeps.rounds import begin
+
+__all__ = ["Submission", "SubmissionError", "build_sweep", "store_sweep"]
+
+Loc = tuple[str | int, ...]
+
+
+class SubmissionError(UserError, ValueError):
+    """A field of the submission is wrong; ``loc`` names it, the message says what to change."""
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+class Submission(NamedTuple):
+    """A validated sweep (only its reference candidate yet), the space's counts, its plans."""
+
+    sweep: Sweep
+    summary: dict[str, Any]
+    points: list[SpacePoint]
+
+
+# -- the steps of build_sweep, in order ----------------------------------------------------------
+
+
+def _named_files(payload: SweepCreate) -> Iterator[tuple[Loc, str, str, bool, tuple[str, ...]]]:
+    """``(loc, name, what, hub_ok, local_suffixes)`` of every file name in the submission."""
+    yield ("body", "model"), payload.model, "model file", True, (".gguf",)
+    for i, spec in enumerate(payload.evals):
+        if isinstance(spec, PerplexitySpec) and not is_bundled(spec.corpus):
+            yield ("body", "evals", i, "corpus"), spec.corpus, "corpus", False, ()
+        elif isinstance(spec, EqBenchSpec):
+            yield ("body", "evals", i, "questions"), spec.questions, "questions", True, (".json",)
+        elif isinstance(spec, PreferenceSpec) and isinstance(spec.prompts, str):
+            yield ("body", "evals", i, "prompts"), spec.prompts, "prompts file", False, ()
+
+
+def check_paths(payload: SweepCreate, settings: Settings) -> None:
+    """Every file the submission names lies under ``settings.roots()`` (or is a hub id).
+
+    Only the API applies this check; the command line reads whatever local files it is given.
+    """
+    roots = settings.roots()
+    for loc, name, what, hub_ok, suffixes in _named_files(payload):
+        try:
+            check_file_or_hub(name, roots, what, hub_ok=hub_ok, local_suffixes=suffixes)
+        except PathRefused as exc:
+            raise SubmissionError(loc, str(exc)) from None
+
+
+def model_depth(spec: str) -> int:
+    """Depth N of the named model from its config."""
+    try:
+        return read_num_layers(spec)
+    except ModelLoadError as exc:
+        raise SubmissionError(("body", "model"), str(exc)) from None
+
+
+def _explicit_space(space_in: ExplicitSpaceIn, num_layers: int) -> ExplicitSpace:
+    plans: list[Plan] = []
+    try:
+        plans += [Plan.parse(text) for text in space_in.plans]
+    except PlanError as exc:
+        raise SubmissionError(("body", "space", "plans"), str(exc)) from None
+    for i, text in enumerate(space_in.recipes):
+        try:
+            plans.append(recipe_to_plan(text).plan)
+        except RecipeError as exc:
+            raise SubmissionError(("body", "space", "recipes", i), str(exc)) from None
+    if not plans:
+        raise SubmissionError(("body", "space"), "an explicit space needs plans or recipes")
+    try:
+        return ExplicitSpace(plans, num_layers=num_layers)
+    except PlanError as exc:
+        raise SubmissionError(("body", "space", "plans"), str(exc)) from None
+
+
+def make_space(payload: SweepCreate, num_layers: int, settings: Settings) -> Space:
+    """The submitted space over a model of ``num_layers``, small enough to enumerate."""
+    if isinstance(payload.space, ExplicitSpaceIn):
+        space: Space = _explicit_space(payload.space, num_layers)
+    else:
+        spec = payload.space.model_dump(exclude={"filters"}, exclude_none=True)
+        try:
+            space = space_from_spec(spec, num_layers=num_layers)
+        except (ValueError, PlanError) as exc:
+            raise SubmissionError(("body", "space"), str(exc)) from None
+    if space.size > settings.max_plans_per_sweep * 20:
+        raise SubmissionError(
+            ("body", "space"),
+            f"the space has {space.size} points, too many to enumerate for a sweep capped at "
+            f"{settings.max_plans_per_sweep} plans: narrow the ranges",
+        )
+    return space
+
+
+def make_filters(payload: SweepCreate) -> Filters:
+    filters_in = payload.space.filters
+    return Filters.from_dict(filters_in.model_dump(exclude_none=True) if filters_in else None)
+
+
+def enumerate_plans(space: Space, filters: Filters) -> SpaceResult:
+    """The space's plans kept by the filters; at least one."""
+    try:
+        result = enumerate_space(space, filters)
+    except InfeasibleSpaceError as exc:
+        raise SubmissionError(("body", "space"), str(exc)) from None
+    if not result.points:
+        raise SubmissionError(
+            ("body", "space"), f"no plan is left to evaluate: {result.summary()}; relax the filters"
+        )
+    return result
+
+
+def check_strategy_size(strategy: Strategy, kept: int, settings: Settings) -> int:
+    """Most candidates the strategy stores for ``kept`` plans, under the per-sweep cap."""
+    stored = strategy.stored_plans(kept)
+    if stored > settings.max_plans_per_sweep:
+        raise SubmissionError(
+            ("body", "space"),
+            f"the space gives {kept} plans, the {strategy.kind} strategy would evaluate "
+            f"{stored}, over the cap of {settings.max_plans_per_sweep} "
+            "(FRANKENSWEEP_MAX_PLANS_PER_SWEEP): narrow the ranges, add filters or give the "
+            "strategy a budget",
+        )
+    return stored
+
+
+def check_evals(payload: SweepCreate, settings: Settings) -> None:
+    """Each eval's data can be found and its size is under the caps."""
+    for i, spec in enumerate(payload.evals):
+        try:
+            get_eval(spec.kind).check(spec)
+        except ValueError as exc:
+            raise SubmissionError(("body", "evals", i), str(exc)) from None
+        tokens = getattr(spec, "tokens", None)
+        if tokens is not None and tokens > settings.max_eval_tokens:
+            raise SubmissionError(
+                ("body", "evals", i, "tokens"),
+                f"{tokens} tokens is over the cap of {settings.max_eval_tokens} "
+                "(FRANKENSWEEP_MAX_EVAL_TOKENS)",
+            )
+
+
+def check_strategy(strategy: Strategy, payload: SweepCreate, space: Space, kept: int) -> None:
+    try:
+        strategy.check(payload.evals, space.kind, kept)
+    except (StrategyError, FidelityError) as exc:
+        raise SubmissionError(("body", "strategy"), str(exc)) from None
+
+
+def _summary(result: SpaceResult, strategy: Strategy, stored: int) -> dict[str, Any]:
+    """How the space was enumerated, as the API answers it."""
+    summary: dict[str, Any] = {
+        "size": result.size,
+        "kept": result.kept,
+        "infeasible": result.infeasible,
+        "duplicates": result.duplicates,
+        "removed_by_filter": result.removed_by_filter,
+        "summary": result.summary(),
+    }
+    if stored < result.kept:
+        summary["strategy"] = f"{strategy.kind} evaluates at most {stored} of {result.kept} plans"
+    return summary
+
+
+def _new_sweep(
+    payload: SweepCreate, num_layers: int, space: Space, filters: Filters, strategy: Strategy
+) -> Sweep:
+    """The sweep row with its reference candidate (the base model, at full fidelity)."""
+    sweep = Sweep(
+        name=payload.name,
+        model=payload.model,
+        num_layers=num_layers,
+        space={
+            **space.to_spec(),
+            **({"filters": filters.to_dict()} if filters.active else {}),
+        },
+        evals=[spec.model_dump(mode="json") for spec in payload.evals],
+        strategy=strategy.spec.model_dump(mode="json"),
+    )
+    base = Plan.base(num_layers)
+    top = len(strategy.levels(payload.evals)) - 1
+    sweep.candidates = [
+        Candidate(
+            ordinal=0,
+            plan=str(base),
+            digest=base.digest,
+            params={},
+            is_reference=True,
+            fidelity=top,
+        )
+    ]
+    return sweep
+
+
+# -- submission ----------------------------------------------------------------------------------
+
+
+def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
+    """Validate everything about a submission; nothing is stored (see ``store_sweep``)."""
+    check_paths(payload, settings)  # before any file is opened: only names under the path roots
+    num_layers = model_depth(payload.model)
+    space = make_space(payload, num_layers, settings)
+    filters = make_filters(payload)
+    result = enumerate_plans(space, filters)
+    strategy = make_strategy(payload.strategy)
+    stored = check_strategy_size(strategy, result.kept, settings)
+    check_evals(payload, settings)
+    check_strategy(strategy, payload, space, result.kept)
+    sweep = _new_sweep(payload, num_layers, space, filters, strategy)
+    base = Plan.base(num_layers).layers()
+    points = [p for p in result.points if p.plan.layers() != base]
+    return Submission(sweep, _summary(result, strategy, stored), points)
+
+
+def store_sweep(session: Session, submission: Submission) -> int:
+    """Store the sweep and its strategy's first round; the number of candidates stored."""
+    session.add(submission.sweep)
+    session.commit()
+    try:
+        return 1 + begin(session, submission.sweep.id, submission.points)
+    except Exception:  # no half-made sweep: it is stored whole or not at all
+        session.rollback()
+        session.delete(session.get(Sweep, submission.sweep.id))
+        session.commit()
+        raise
