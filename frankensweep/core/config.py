@@ -9,6 +9,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: the broker's visibility timeout when neither it nor a task time limit is set: 6 h
+DEFAULT_VISIBILITY = 6 * 3600
+
 
 class Settings(BaseSettings):
     """Service settings; each field is the env var ``FRANKENSWEEP_<NAME>``."""
@@ -35,16 +38,22 @@ class Settings(BaseSettings):
     dtype: str = "auto"
     # memory budget for hidden states kept by prefix-shared evaluation, bytes
     prefix_memory_budget: int = Field(default=1 << 30, ge=0)
-    # Celery: hard time limit of one work unit, seconds
-    task_time_limit: int = Field(default=6 * 3600, ge=10)
-    # Celery on Redis: a unit whose worker vanished is redelivered after this many seconds;
-    # kept above the task time limit (default: limit + 10 min) so no running unit is redelivered
+    # Celery: hard time limit of one work unit, seconds; unset (the default): none, so an honest
+    # long unit is never failed for being long (liveness is the heartbeat's job, not a clock's)
+    task_time_limit: int | None = Field(default=None, ge=10)
+    # Celery on Redis: a message whose worker vanished before acknowledging it goes back to the
+    # queue after this many seconds. It only guards against the broker losing track of a unit:
+    # a worker that dies is found by its heartbeat. Default 6 h (the time limit + 10 min if set)
     visibility_timeout: int | None = Field(default=None, ge=1)
     # a candidate whose worker died this many times while evaluating it is marked failed
     max_attempts: int = Field(default=4, ge=1)
-    # scaled mode: the API re-sends rounds never sent (broker down) and stores rounds whose
-    # predecessor ended unseen, every this many seconds
+    # scaled mode: the API re-sends rounds never sent (broker down), stores rounds whose
+    # predecessor ended unseen, and hands over units of silent workers, every this many seconds
     reconcile_seconds: float = Field(default=30.0, gt=0)
+    # a worker process records that it is alive (and what it holds) every this many seconds
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    # a unit whose worker has been silent this long is handed to another worker
+    heartbeat_grace: float = Field(default=60.0, gt=0)
     # how many candidates of one sweep a work unit evaluates together (they share prefixes)
     unit_size: int = Field(default=8, ge=1)
     # where uploaded data paths must live (colon-separated); empty: working directory + demo model
@@ -63,18 +72,29 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _visibility_above_time_limit(self) -> Settings:
         if self.visibility_timeout is None:
-            self.visibility_timeout = self.task_time_limit + 600
-        elif self.visibility_timeout <= self.task_time_limit:
+            limit = self.task_time_limit
+            self.visibility_timeout = DEFAULT_VISIBILITY if limit is None else limit + 600
+        elif self.task_time_limit is not None and self.visibility_timeout <= self.task_time_limit:
             raise ValueError(
                 f"visibility_timeout ({self.visibility_timeout} s) must be above task_time_limit "
                 f"({self.task_time_limit} s), or a running unit would be delivered twice"
             )
         return self
 
+    @model_validator(mode="after")
+    def _grace_above_heartbeat(self) -> Settings:
+        if self.heartbeat_grace < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                f"heartbeat_grace ({self.heartbeat_grace} s) must be at least twice "
+                f"heartbeat_seconds ({self.heartbeat_seconds} s), or a live worker whose beat is "
+                "a little late would lose its unit"
+            )
+        return self
+
     @property
     def redelivery_seconds(self) -> int:
-        """The broker's visibility timeout: a unit whose worker vanished goes to another after."""
-        return self.visibility_timeout or self.task_time_limit + 600
+        """The broker's visibility timeout: a message whose worker vanished goes back after."""
+        return self.visibility_timeout or DEFAULT_VISIBILITY
 
     @property
     def embedded(self) -> bool:

@@ -6,7 +6,7 @@ from frankensweep.core.status import (
     CandidateStatus,
     SweepStatus,
 )
-from frankensweep.db.models import Base, Candidate, Result, Sweep
+from frankensweep.db.models import Base, Candidate, Result, Sweep, Worker
 from frankensweep.db.session import make_engine, make_sessionmaker, upgrade
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Result",
     "Sweep",
     "SweepStatus",
+    "Worker",
     "make_engine",
     "make_sessionmaker",
     "upgrade",

@@ -111,7 +111,10 @@ class Candidate(Base):
     round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     trial: Mapped[int | None] = mapped_column(Integer, default=None)  # Optuna trial number
     pruned_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # claims by workers over every fidelity level (a worker that died mid-evaluation adds one)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # claims at its current fidelity level (a promotion starts again at 0): the give-up rule's count
+    level_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     claimed_by: Mapped[str | None] = mapped_column(String(200), default=None)  # task id
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -137,3 +140,27 @@ class Result(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # raw answers
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Worker(Base):
+    """A worker process's heartbeat: alive when ``last_seen`` is recent; what it holds.
+
+    Written every few seconds by a thread of the process evaluating (``worker/heartbeat.py``).
+    A unit whose holder has been silent longer than the grace is handed to another worker.
+    """
+
+    __tablename__ = "workers"
+    __table_args__ = (UniqueConstraint("name", "pid", name="uq_worker_name_pid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))  # Celery node name (w1@host), or embedded@host
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # the unit it holds: claimant (task id), sweep, candidate ids, what it evaluates right now
+    claimant: Mapped[str | None] = mapped_column(String(200), default=None)
+    sweep_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    candidates: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    activity: Mapped[str | None] = mapped_column(Text, default=None)
+    holding_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

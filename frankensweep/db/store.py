@@ -119,6 +119,7 @@ def claim(session: Session, candidate_ids: Sequence[int], claimant: str) -> list
             claimed_by=claimant,
             started_at=utcnow(),
             attempts=Candidate.attempts + 1,
+            level_attempts=Candidate.level_attempts + 1,
         )
     )
     session.commit()

@@ -112,7 +112,7 @@ def _apply(session: Session, sweep: Sweep, plan: RoundPlan | None, round: int) -
         if c.id in plan.promote:
             c.fidelity, c.round = plan.promote[c.id], round
             c.status, c.claimed_by, c.error = CandidateStatus.pending, None, None
-            c.attempts = 0  # a new evaluation: attempts count worker deaths within one
+            c.level_attempts = 0  # a new evaluation; ``attempts`` keeps counting every claim
             c.started_at = c.finished_at = None
         else:
             c.status, c.pruned_reason = CandidateStatus.pruned, plan.prune[c.id]

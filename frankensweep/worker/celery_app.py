@@ -12,16 +12,20 @@ def make_celery(settings: Settings | None = None) -> Celery:
     if not settings.broker_url:
         raise RuntimeError("FRANKENSWEEP_BROKER_URL is not set: scaled mode needs a Redis URL")
     app = Celery("frankensweep", broker=settings.broker_url, include=["frankensweep.worker.tasks"])
+    limit = settings.task_time_limit
     app.conf.update(
         task_default_queue="gpu",
         task_acks_late=True,  # a unit is acknowledged only once evaluated
         task_reject_on_worker_lost=True,  # a killed worker process puts its unit back at once
         worker_prefetch_multiplier=1,  # a GPU worker holds one unit at a time
-        task_time_limit=settings.task_time_limit,
+        # none by default: an honest long unit is never failed for being long
+        task_time_limit=limit,
         # a minute before the hard limit, or a quarter of a short limit (tests use ~30 s)
-        task_soft_time_limit=settings.task_time_limit - min(60, settings.task_time_limit // 4),
+        task_soft_time_limit=None if limit is None else limit - min(60, limit // 4),
         broker_transport_options={
-            # a unit whose worker vanished is redelivered after this; above the task time limit
+            # a message whose worker vanished unacknowledged goes back to the queue after this:
+            # a guard against broker-level loss only (a silent worker's unit is handed over
+            # after the heartbeat grace, see worker/dispatch.py::hand_over)
             "visibility_timeout": settings.redelivery_seconds,
             # look for such units every 10 s (kombu's default scans every 10th tick: 100 s)
             "unacked_restore_throttle": 1,

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
+from contextlib import nullcontext
+from datetime import timedelta
 from typing import Protocol
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from frankensweep.core.config import Settings
-from frankensweep.db import CandidateStatus, Sweep
+from frankensweep.db import Candidate, CandidateStatus, Sweep, Worker
 from frankensweep.db.models import utcnow
 from frankensweep.db.store import (
     pending_candidates,
@@ -18,7 +22,16 @@ from frankensweep.db.store import (
     status_counts,
     unfinished_sweeps,
 )
+from frankensweep.db.workers import (
+    drop_stale,
+    end_claim,
+    live_workers,
+    release_holder,
+    silent_claims,
+    workers_of_claimants,
+)
 from frankensweep.sweeps.rounds import advance
+from frankensweep.worker.heartbeat import Heartbeat, Holding
 from frankensweep.worker.loading import MODELS, ModelCache
 from frankensweep.worker.runner import plan_units, run_unit
 
@@ -40,6 +53,10 @@ class EmbeddedDispatcher:
         self.sessions = sessions
         self.settings = settings
         self.models = MODELS
+        name = f"embedded@{socket.gethostname()}"
+        self.heartbeat = Heartbeat(
+            sessions, name, settings.heartbeat_seconds, settings.heartbeat_grace
+        ).start()
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="frankensweep-worker", daemon=True)
         self._thread.start()
@@ -60,6 +77,7 @@ class EmbeddedDispatcher:
     def close(self, timeout: float = 5.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout)
+        self.heartbeat.stop()
 
     def _loop(self) -> None:
         while (sweep_id := self._queue.get()) is not None:
@@ -69,7 +87,9 @@ class EmbeddedDispatcher:
                 log.exception("sweep %s: worker error", sweep_id)
 
     def _run_sweep(self, sweep_id: int) -> None:
-        run_sweep(self.sessions, self.settings, sweep_id, self.claimant, self.models)
+        run_sweep(
+            self.sessions, self.settings, sweep_id, self.claimant, self.models, self.heartbeat
+        )
 
 
 def run_sweep(
@@ -78,24 +98,28 @@ def run_sweep(
     sweep_id: int,
     claimant: str,
     models: ModelCache = MODELS,
+    heartbeat: Heartbeat | None = None,
 ) -> None:
     """Evaluate a stored sweep in this process, round after round, until its strategy proposes
-    no more (the embedded worker; benchmarks too)."""
+    no more (the embedded worker, whose ``heartbeat`` shows what it holds; benchmarks too)."""
     while True:
         with sessions() as s:
             units = plan_units(pending_candidates(s, sweep_id), settings.unit_size)
         for unit in units:
-            run_unit(
-                sessions,
-                sweep_id,
-                unit,
-                claimant,
-                models,
-                device=settings.device,
-                dtype=settings.dtype,
-                memory_budget=settings.prefix_memory_budget,
-                max_attempts=settings.max_attempts,
-            )
+            held = Holding(claimant, sweep_id, tuple(unit))
+            with heartbeat.holding(held) if heartbeat else nullcontext():
+                run_unit(
+                    sessions,
+                    sweep_id,
+                    unit,
+                    claimant,
+                    models,
+                    device=settings.device,
+                    dtype=settings.dtype,
+                    memory_budget=settings.prefix_memory_budget,
+                    max_attempts=settings.max_attempts,
+                    activity=heartbeat.doing if heartbeat else None,
+                )
         if advance(sessions, sweep_id) is None:
             return
 
@@ -104,8 +128,9 @@ class CeleryDispatcher:
     """Sends each work unit to the ``gpu`` queue; the broker keeps them across restarts.
 
     Workers store and send the next round themselves; a reconciler thread here repairs what a
-    fault left undone: a round never sent (the broker was down), a round whose last unit died
-    before storing the next, units the broker lost (sent long ago, never claimed).
+    fault left undone: a unit whose worker went silent (handed to another worker), a round never
+    sent (the broker was down), a round whose last unit died before storing the next, units the
+    broker lost (sent long ago, never claimed).
     """
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
@@ -122,12 +147,14 @@ class CeleryDispatcher:
 
     def submit(self, sweep_id: int) -> None:
         try:
-            send_round(self.sessions, self.celery, sweep_id, self.settings.unit_size)
+            send_round(self.sessions, self.celery, sweep_id, self.settings)
         except Exception as exc:  # broker down: stored all the same, the reconciler sends it
             log.warning("sweep %s stored, not sent yet (%s); will retry", sweep_id, exc)
 
     def resume(self) -> None:
-        """Store rounds whose predecessor ended unseen, send unsent or lost ones."""
+        """Hand over silent workers' units; store rounds whose predecessor ended unseen, send
+        unsent or lost ones."""
+        hand_over(self.sessions, self.celery, self.settings)
         with self.sessions() as s:
             sweeps = unfinished_sweeps(s)
             ids = [sw.id for sw in sweeps]
@@ -160,16 +187,63 @@ class CeleryDispatcher:
         self.celery.close()
 
 
-def send_round(sessions: sessionmaker[Session], celery, sweep_id: int, unit_size: int) -> None:
-    """Send the current round's units to the ``gpu`` queue, once (``dispatched_at`` marks it)."""
+def alive(session: Session, settings: Settings) -> list[Worker]:
+    """Worker processes heard from within the heartbeat grace."""
+    return live_workers(session, utcnow() - timedelta(seconds=settings.heartbeat_grace))
+
+
+def send_round(sessions: sessionmaker[Session], celery, sweep_id: int, settings: Settings) -> None:
+    """Send the current round's units to the ``gpu`` queue, once (``dispatched_at`` marks it),
+    sized so that every live worker gets one when the round has candidates enough."""
     with sessions() as s:
         sweep = s.get(Sweep, sweep_id)
         if sweep is None or sweep.dispatched_at is not None:
             return
-        for unit in plan_units(pending_candidates(s, sweep_id), unit_size):
+        workers = len(alive(s, settings))
+        for unit in plan_units(pending_candidates(s, sweep_id), settings.unit_size, workers):
             celery.send_task("frankensweep.run_unit", args=[sweep_id, unit], queue="gpu")
         sweep.dispatched_at = utcnow()
         s.commit()
+
+
+def hand_over(sessions: sessionmaker[Session], celery, settings: Settings) -> int:
+    """Units whose holder has been silent for the heartbeat grace go to other workers: the
+    silent claim ends (its candidates pending again, attempts kept) and they are sent again as
+    new units. Should the silent worker come back, its results are written once all the same
+    (claims and result upserts make the duplicate harmless). Returns the candidates handed over.
+    """
+    now = utcnow()
+    silent_since = now - timedelta(seconds=settings.heartbeat_grace)
+    handed = 0
+    with sessions() as s:
+        drop_stale(s, now - timedelta(seconds=max(3600.0, 10 * settings.heartbeat_grace)))
+        s.commit()
+        claims = silent_claims(s, silent_since)
+        if not claims:
+            return 0
+        holders = {w.claimant: w for w in workers_of_claimants(s, list(claims))}
+        workers = len(alive(s, settings))
+        for claimant, (sweep_id, ids) in claims.items():
+            if not end_claim(s, claimant, ids):
+                continue
+            holder = holders.get(claimant)
+            who = f"worker {holder.name} (pid {holder.pid})" if holder else "a worker"
+            last = holder.last_seen if holder else None
+            silent = f"silent since {last:%H:%M:%S} UTC" if last else "never heard from"
+            release_holder(s, claimant, f"{silent}: its unit went to another worker")
+            candidates = list(s.scalars(select(Candidate).where(Candidate.id.in_(ids))))
+            for unit in plan_units(candidates, settings.unit_size, workers):
+                celery.send_task("frankensweep.run_unit", args=[sweep_id, unit], queue="gpu")
+            log.warning(
+                "sweep %s: %s holding candidates %s is %s: sent to another worker",
+                sweep_id,
+                who,
+                ids,
+                silent,
+            )
+            handed += len(ids)
+        s.commit()  # after sending: a send that fails leaves the claim to the next try
+    return handed
 
 
 def make_dispatcher(sessions: sessionmaker[Session], settings: Settings) -> Dispatcher:

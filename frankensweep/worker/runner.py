@@ -23,6 +23,7 @@ from frankensweep.db import Candidate, CandidateStatus, Sweep, SweepStatus
 from frankensweep.db.store import claim, results_for, upsert_result
 from frankensweep.evals.registry import AnyEvalSpec, EvalContext, eval_key, get_eval
 from frankensweep.search import Plan
+from frankensweep.strategies.fidelity import describe
 from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.status import finish_candidate, refresh_sweep
 from frankensweep.worker.loading import MODELS, ModelCache
@@ -33,11 +34,16 @@ __all__ = ["MODELS", "ModelCache", "UnitReport", "failure", "plan_units", "run_u
 log = logging.getLogger(__name__)
 
 
-def plan_units(candidates: Sequence[Candidate], unit_size: int) -> list[list[int]]:
-    """Group candidates into units of ``unit_size`` that share prefixes (depth-first order)."""
+def plan_units(
+    candidates: Sequence[Candidate], unit_size: int, workers: int = 1
+) -> list[list[int]]:
+    """Group candidates into units that share prefixes (depth-first order): at most
+    ``unit_size`` each, and at least ``workers`` units when there are that many candidates, so
+    that a small round still spreads over the workers that are alive."""
     ordered = sorted(candidates, key=lambda c: Plan.parse(c.plan).layers())
     ids = [c.id for c in ordered]
-    return [ids[i : i + unit_size] for i in range(0, len(ids), unit_size)]
+    size = max(1, min(unit_size, math.ceil(len(ids) / max(workers, 1))))
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 @dataclass
@@ -89,7 +95,7 @@ def _claim(
 ) -> Unit | None:
     """Claim the unit's candidates (failing those whose worker died too often); what to run."""
     candidates = claim(session, candidate_ids, claimant)
-    for c in [c for c in candidates if c.attempts > max_attempts]:
+    for c in [c for c in candidates if c.level_attempts > max_attempts]:
         # its worker died every time (out of memory, killed): stop sending it round
         finish_candidate(
             c,
@@ -142,8 +148,12 @@ def run_unit(
     memory_budget: int = 1 << 30,
     progress: Callable[[int], None] | None = None,
     max_attempts: int = 4,
+    activity: Callable[[str], None] | None = None,
 ) -> UnitReport:
-    """Evaluate one unit; safe to run again (claims and result upserts are idempotent)."""
+    """Evaluate one unit; safe to run again (claims and result upserts are idempotent).
+
+    ``activity`` hears what the unit evaluates next (the worker's heartbeat shows it).
+    """
     report = UnitReport()
     with sessions() as s:
         sweep = s.get(Sweep, sweep_id)
@@ -169,6 +179,8 @@ def run_unit(
         for spec, group in unit.work:
             if _cancelled(sessions, sweep_id):
                 return report
+            if activity is not None:
+                activity(f"{describe(spec)}: {len(group)} plans")
             _run_eval(sessions, unit, spec, group, ctx, report)
     _finish(sessions, sweep_id, unit, claimant)
     report.failed = len(unit.failed)

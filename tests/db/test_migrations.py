@@ -12,10 +12,11 @@ from sqlalchemy import inspect, text
 from frankensweep.db import Base, make_engine, upgrade
 from frankensweep.db.session import VERSION_TABLE, alembic_config, downgrade
 
-TABLES = {"sweeps", "candidates", "results"}
+TABLES = {"sweeps", "candidates", "results", "workers"}
 UNIQUE = {
     "candidates": {"uq_candidate_sweep_digest": ["sweep_id", "digest"]},
     "results": {"uq_result_triple": ["model", "plan_digest", "eval_key"]},
+    "workers": {"uq_worker_name_pid": ["name", "pid"]},
 }
 INDEXES = {
     "sweeps": {"ix_sweeps_status": ["status"]},
