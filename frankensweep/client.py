@@ -30,8 +30,16 @@ def _message(response: httpx.Response) -> str:
     return str(detail)
 
 
+def default_url() -> str:
+    """``FRANKENSWEEP_URL`` when set, else the local server."""
+    return os.environ.get("FRANKENSWEEP_URL") or DEFAULT_URL
+
+
 class Client:
-    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 60):
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout: float = 60
+    ) -> None:
+        url = url or default_url()
         token = token if token is not None else os.environ.get("FRANKENSWEEP_API_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")

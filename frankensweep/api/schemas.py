@@ -13,14 +13,17 @@ from pydantic import BaseModel, Field
 
 from frankensweep.sweeps.leaderboard import Leaderboard, LeaderboardRow
 from frankensweep.sweeps.request import SweepCreate
+from frankensweep.sweeps.status import Progress, WorkerState
 
 __all__ = [
     "CandidatePublic",
     "Leaderboard",
     "LeaderboardRow",
+    "Progress",
     "SweepCreate",
     "SweepCreated",
     "SweepPublic",
+    "WorkerState",
 ]
 
 
@@ -40,12 +43,29 @@ class SweepPublic(BaseModel):
     space: dict[str, Any]
     evals: list[dict[str, Any]]
     strategy: dict[str, Any]
-    round: int = Field(description="the evaluation round in progress (0: the first)")
+    round: int = Field(
+        description="index of the round in progress (0: the first; texts, and progress.round, "
+        "count from 1)"
+    )
     search_finished: bool = Field(description="the search is over: no round is left to propose")
     levels: list[str] = Field(description="the strategy's fidelity levels, the last one full")
-    counts: dict[str, int]
-    total: int
-    eta_seconds: float | None
+    level_details: list[str] = Field(
+        description="each level's evals in full, e.g. perplexity windows: a cheap level scores "
+        "fewer tokens, in shorter windows when its tokens are fewer than the sweep's ctx"
+    )
+    counts: dict[str, int] = Field(description="candidates per state")
+    total: int = Field(description="candidates stored so far")
+    progress: Progress = Field(description="evaluations finished and to come (all rounds)")
+    eta_seconds: float | None = Field(
+        description="seconds until the search ends: every evaluation still to run, at the cost "
+        "measured so far, over the workers alive; null until a cost is measured"
+    )
+    workers: list[WorkerState] = Field(
+        description="worker processes holding a unit of the sweep, and when each was last heard "
+        "from (one silent past the grace is shown as lost until its unit is handed over)"
+    )
+    workers_alive: int = Field(description="worker processes heard from within the grace")
+    stall: str | None = Field(description="what holds the sweep up, if anything, in a sentence")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -61,7 +81,10 @@ class CandidatePublic(BaseModel):
     is_reference: bool
     status: str
     error: str | None
-    attempts: int
+    attempts: int = Field(
+        description="claims by workers over every fidelity level; each level's first is one, a "
+        "worker that died mid-evaluation adds one"
+    )
     fidelity: int = Field(description="fidelity level reached (the strategy's top: full evals)")
     fidelity_label: str = Field(description='e.g. "full" or "perplexity on 227 tokens"')
     round: int = Field(description="the round it was last evaluated in")

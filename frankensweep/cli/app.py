@@ -35,6 +35,7 @@ __all__ = [
     "DeviceOpt",
     "DtypeOpt",
     "ModelOpt",
+    "UrlOpt",
     "app",
     "err",
     "fail",
@@ -105,6 +106,15 @@ def load_model(spec: str, device: str, dtype: str):
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Hugging Face directory, hub id or .gguf file.")
+]
+UrlOpt = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="FRANKENSWEEP_URL",
+        help="The frankensweep server (default: FRANKENSWEEP_URL, else http://127.0.0.1:8000).",
+        show_default=False,
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N.")]
 DtypeOpt = Annotated[

@@ -14,6 +14,7 @@ from frankensweep.cli.app import (
     DeviceOpt,
     DtypeOpt,
     ModelOpt,
+    UrlOpt,
     app,
     err,
     fail,
@@ -281,7 +282,7 @@ def export(
     layers: Annotated[
         int | None, typer.Option(help="Depth N, to skip reading the model's config.", min=1)
     ] = None,
-    url: Annotated[str, typer.Option(help="The server, with --candidate.")] = DEFAULT_URL,
+    url: UrlOpt = DEFAULT_URL,
 ) -> None:
     """Print the mergekit passthrough recipe (YAML) of a plan, or of a stored candidate."""
     if candidate is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -12,12 +13,10 @@ import typer
 import yaml
 from rich.table import Table
 
-from frankensweep.cli.app import app, err, fail, out, progress_bar, quiet_libraries
+from frankensweep.cli.app import UrlOpt, app, err, fail, out, progress_bar, quiet_libraries
 from frankensweep.client import DEFAULT_URL, Client
 from frankensweep.core.net import free_port, is_loopback, wait_healthy
-from frankensweep.core.status import FINISHED_CANDIDATE, FINISHED_SWEEP
-
-UrlOpt = Annotated[str, typer.Option("--url", help="The frankensweep server.")]
+from frankensweep.core.status import FINISHED_SWEEP
 
 
 @app.command()
@@ -44,7 +43,10 @@ def serve(
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Units evaluated at once (1 per GPU).")] = 1,
-    name: Annotated[str | None, typer.Option(help="Worker node name.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Worker node name, e.g. gpu0@%h (default: worker-<pid>@<host>)."),
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run a Celery worker on queue 'gpu' (needs FRANKENSWEEP_BROKER_URL)."""
@@ -56,10 +58,11 @@ def worker(
         )
     from frankensweep.worker.celery_app import make_celery
 
+    # a name of its own per process (Celery's default, celery@host, is the same for every
+    # worker of a host): the sweep's status says which worker holds which unit
+    name = name or f"worker-{os.getpid()}@%h"
     argv = ["worker", "-Q", "gpu", "--concurrency", str(concurrency), "--loglevel", loglevel]
-    if name:
-        argv += ["-n", name]
-    make_celery().worker_main(argv)
+    make_celery().worker_main([*argv, "-n", name])
 
 
 def leaderboard_table(board: dict, limit: int | None = None) -> Table:
@@ -102,20 +105,23 @@ def _reached(row: dict) -> str:
 
 
 def wait_for(client: Client, sweep_id: int, poll: float = 1.0) -> dict:
-    """Poll a sweep with a progress bar until it finishes; return its final state."""
+    """Poll a sweep with a progress bar (evaluations, as the API and dashboard count them)
+    until it finishes; a stall is printed once when it starts; return the final state."""
     sweep = client.sweep(sweep_id)
+    stall = None
     with progress_bar() as bar:
-        task = bar.add_task(f"sweep {sweep_id}", total=sweep["total"])
+        task = bar.add_task(f"sweep {sweep_id}", total=sweep["progress"]["total"])
         while True:
-            counts = sweep["counts"]
-            done = sum(counts[s] for s in FINISHED_CANDIDATE)
-            round_ = sweep.get("round", 0)
+            p = sweep["progress"]
             bar.update(
                 task,
-                total=sweep["total"],  # strategies add candidates round by round
-                completed=done,
-                description=f"sweep {sweep_id} {sweep['status']} (round {round_ + 1})",
+                total=p["total"],  # an estimate until the strategy's last round
+                completed=p["finished"],
+                description=f"sweep {sweep_id} {sweep['status']} ({p['round_label']})",
             )
+            if sweep.get("stall") and sweep["stall"] != stall:
+                bar.console.print(sweep["stall"], style="yellow", highlight=False, markup=False)
+            stall = sweep.get("stall")
             if sweep["status"] in FINISHED_SWEEP:
                 return sweep
             time.sleep(poll)

@@ -27,6 +27,7 @@ __all__ = [
     "end_claim",
     "forget",
     "live_workers",
+    "namesakes",
     "release_holder",
     "silent_claims",
     "workers_of_claimants",
@@ -71,6 +72,11 @@ def forget(session: Session, name: str, pid: int) -> None:
     """Delete a worker process's row (it stops cleanly)."""
     session.execute(delete(Worker).where(Worker.name == name, Worker.pid == pid))
     session.commit()
+
+
+def namesakes(session: Session, name: str, host: str) -> list[Worker]:
+    """The rows of worker ``name`` on ``host`` (this process's, and earlier processes')."""
+    return list(session.scalars(select(Worker).where(Worker.name == name, Worker.host == host)))
 
 
 def live_workers(session: Session, since: datetime) -> list[Worker]:

@@ -116,6 +116,11 @@ class Eval(Generic[SpecT]):
         """Progress units per plan."""
         return 1
 
+    def work(self, spec: SpecT) -> int:
+        """Its size per plan position, the unit its cost is measured in (ETAs): scored tokens
+        for perplexity (positions x tokens: layer-tokens), questions for EQ-Bench."""
+        return 1
+
     def run(self, spec: SpecT, plans: Sequence[Plan], ctx: EvalContext) -> dict[Plan, Outcome]:
         raise NotImplementedError
 
@@ -153,6 +158,9 @@ class PerplexityEval(Eval[PerplexitySpec]):
 
     def units(self, spec: PerplexitySpec) -> int:
         return max(1, spec.tokens // spec.ctx)
+
+    def work(self, spec: PerplexitySpec) -> int:
+        return max(1, spec.tokens // spec.ctx * spec.ctx)
 
     def run(self, spec: PerplexitySpec, plans, ctx: EvalContext) -> dict[Plan, Outcome]:
         import time
@@ -206,6 +214,9 @@ class EqBenchEval(Eval[EqBenchSpec]):
 
     def units(self, spec: EqBenchSpec) -> int:
         return spec.limit or 171
+
+    def work(self, spec: EqBenchSpec) -> int:
+        return self.units(spec)
 
     def run(self, spec: EqBenchSpec, plans, ctx: EvalContext) -> dict[Plan, Outcome]:
         from frankensweep.evals.eq_bench import run_eq_bench

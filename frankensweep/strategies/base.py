@@ -97,6 +97,13 @@ class Strategy(ABC):
     def forget(self, sweep_id: int, storage_url: str) -> None:  # noqa: B027 - optional hook
         """Drop what the strategy keeps for a deleted sweep."""
 
+    def evaluations_to_come(self, reached: Sequence[int], top: int) -> dict[int, int]:
+        """Evaluations it will still ask for in rounds after the current one, per fidelity
+        level: an estimate from the level ``reached`` by each candidate so far (the base
+        model's reference left out; pruned ones included). Strategies that store every
+        candidate in their first round ask for nothing more."""
+        return {}
+
     @abstractmethod
     def propose(self, state: SearchState) -> RoundPlan | None:
         """The next round, or None when the search is over."""

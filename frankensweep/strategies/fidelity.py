@@ -77,6 +77,19 @@ def describe(spec: AnyEvalSpec) -> str:
     return spec.kind
 
 
+def detail(spec: AnyEvalSpec) -> str:
+    """An eval's size in full: ``perplexity on 56 tokens (1 window of 56)``."""
+    if isinstance(spec, PerplexitySpec):
+        windows = spec.tokens // spec.ctx
+        return f"{describe(spec)} ({windows} window{'s' if windows != 1 else ''} of {spec.ctx})"
+    return describe(spec)
+
+
+def level_detail(level: Level) -> str:
+    """Every eval of a level in full, e.g. ``perplexity on 512 tokens (4 windows of 128)``."""
+    return " + ".join(detail(spec) for spec in level.evals)
+
+
 def full_level(evals: Sequence[AnyEvalSpec]) -> Level:
     """The sweep's own evals, ranked by the first one's metric."""
     return Level(tuple(evals), evals[0], "full")

@@ -40,6 +40,18 @@ class Halving(Strategy):
     def stored_plans(self, plans: int) -> int:
         return min(plans, self.spec.budget or plans)
 
+    def evaluations_to_come(self, reached: Sequence[int], top: int) -> dict[int, int]:
+        """The best ``ceil(n / eta)`` of each rung go on, up to the top level."""
+        if not reached:
+            return {}
+        rung = max(reached)
+        n = sum(1 for level in reached if level == rung)
+        to_come = {}
+        for level in range(rung + 1, top + 1):
+            n = max(1, math.ceil(n / self.spec.eta))
+            to_come[level] = n
+        return to_come
+
     def propose(self, state: SearchState) -> RoundPlan | None:
         if not state.candidates:  # the first rung
             points = list(state.points)

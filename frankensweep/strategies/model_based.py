@@ -77,6 +77,10 @@ class ModelBased(Strategy):
     def stored_plans(self, plans: int) -> int:
         return min(plans, self.spec.budget)
 
+    def evaluations_to_come(self, reached: Sequence[int], top: int) -> dict[int, int]:
+        """Trials are asked ``batch`` by batch until the budget (fewer if the space runs out)."""
+        return {top: max(0, self.spec.budget - len(reached))}
+
     # -- Optuna ------------------------------------------------------------------------------
     def _startup(self) -> int:
         return self.spec.startup or max(1, min(10, self.spec.budget // 3))

@@ -22,7 +22,7 @@ from frankensweep.db.store import results_for, rowcount, status_counts
 from frankensweep.search import SpacePoint
 from frankensweep.strategies import CandidateState, RoundPlan, SearchState
 from frankensweep.sweeps.config import sweep_config
-from frankensweep.sweeps.status import refresh_sweep
+from frankensweep.sweeps.status import refresh_sweep, round_label
 
 __all__ = ["advance", "begin", "forget", "search_state"]
 
@@ -169,8 +169,9 @@ def advance(sessions: sessionmaker[Session], sweep_id: int) -> list[int] | None:
         if not won:  # another caller stored this round
             s.rollback()
             return None
-        ids = _apply(s, _stored(s, sweep_id, populate_existing=True), plan, current + 1)
+        sweep = _stored(s, sweep_id, populate_existing=True)
+        ids = _apply(s, sweep, plan, current + 1)
         s.commit()
-        if ids:
-            log.info("sweep %s: round %d, %d candidates", sweep_id, current + 1, len(ids))
+        if ids:  # numbered from 1, as the command line and the dashboard number it
+            log.info("sweep %s: %s stored, %d candidates", sweep_id, round_label(sweep), len(ids))
         return ids or None

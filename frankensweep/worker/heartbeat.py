@@ -22,7 +22,7 @@ import psutil
 from sqlalchemy.orm import Session, sessionmaker
 
 from frankensweep.db.models import utcnow
-from frankensweep.db.workers import Holding, beat, forget, live_workers
+from frankensweep.db.workers import Holding, beat, forget, live_workers, namesakes
 
 __all__ = ["Heartbeat", "Holding"]
 
@@ -45,6 +45,15 @@ class Heartbeat:
         self._thread.daemon = True
 
     def start(self) -> Heartbeat:
+        """Beat now and every ``every`` seconds; forget rows of this name and host whose
+        process is gone (a worker restarted under the same name)."""
+        try:
+            with self.sessions() as s:
+                for row in namesakes(s, self.name, self.host):
+                    if row.pid != self.pid and not psutil.pid_exists(row.pid):
+                        forget(s, self.name, row.pid)
+        except Exception:  # the database may be down: the reconciler drops stale rows later
+            log.warning("rows of earlier %s processes not dropped", self.name)
         self.beat()
         self._thread.start()
         return self

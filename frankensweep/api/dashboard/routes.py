@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections import Counter
 from datetime import UTC, datetime
 from functools import cache
@@ -24,9 +23,11 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from frankensweep import __version__
-from frankensweep.api.deps import RowId, SessionDep
+from frankensweep.api.deps import RowId, SessionDep, SettingsDep
 from frankensweep.api.routes.sweeps import public
-from frankensweep.db import FINISHED_CANDIDATE, FINISHED_SWEEP, Candidate, Sweep
+from frankensweep.core.config import Settings
+from frankensweep.db import FINISHED_SWEEP, Candidate, Sweep
+from frankensweep.db.store import results_for
 from frankensweep.evals.registry import eval_key
 from frankensweep.search import Plan
 from frankensweep.sweeps.config import sweep_config
@@ -113,63 +114,14 @@ def strategy_text(strategy: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def round_text(sweep) -> str:
-    """The round in progress of a ``SweepPublic``: ``round 2 of 3``, ``· last round`` at the end."""
-    text = f"round {sweep.round + 1}"
-    if sweep.strategy.get("kind") == "halving":
-        text += f" of {len(sweep.levels)}"  # one round per rung
-    return text + (" · last round" if sweep.search_finished else "")
-
-
 templates.env.globals.update(
     fmt_time=fmt_time,
     fmt_seconds=fmt_seconds,
     fmt_score=fmt_score,
     plan_svg=plan_svg,
     strategy_text=strategy_text,
-    round_text=round_text,
     version=__version__,
 )
-
-
-def progress(info, sweep: Sweep) -> dict[str, Any]:
-    """Finished and expected evaluations of a sweep (``info``: its ``SweepPublic``), and the %.
-
-    The unit is one candidate evaluated at one fidelity level, so the bar neither runs back
-    when halving sends promoted candidates back to pending nor passes 100% when tpe / cmaes add
-    candidates round by round: until the strategy's last round the total is an estimate (the
-    budget, or the halving ladder from the first rung's size), never less than what is known.
-    """
-    top = max(len(info.levels) - 1, 0)
-    spec = info.strategy
-    finished = outstanding = first_rung = references = 0
-    for c in sweep.candidates:
-        reached = min(c.fidelity or 0, top)
-        start = top if c.is_reference else 0  # the reference is evaluated at full fidelity only
-        over = c.status in FINISHED_CANDIDATE
-        finished += max(reached - start, 0) + over
-        outstanding += not over
-        references += c.is_reference
-        first_rung += not c.is_reference
-    known = finished + outstanding
-    total = known
-    if not info.search_finished and info.status not in FINISHED_SWEEP:
-        if spec.get("kind") in ("tpe", "cmaes") and spec.get("budget"):
-            total = references + spec["budget"]
-        elif spec.get("kind") == "halving":
-            total, rung = references + first_rung, first_rung
-            for _ in range(top):
-                rung = max(1, math.ceil(rung / spec.get("eta", 3))) if rung else 0
-                total += rung
-    total = max(total, known)
-    pct = math.floor(100 * finished / total) if total else 0
-    return {
-        "finished": finished,
-        "total": total,
-        "pct": pct,
-        "unit": "evaluations" if top else "candidates",
-        "estimate": total > known,
-    }
 
 
 def not_found(request: Request, detail: str) -> HTMLResponse:
@@ -187,9 +139,9 @@ def get_or_404(session, model, key: int, what: str):
     return row
 
 
-def sweep_view(session, sweep: Sweep) -> dict[str, Any]:
+def sweep_view(session, sweep: Sweep, settings: Settings) -> dict[str, Any]:
     """Everything the sweep page (and its live fragment) renders."""
-    info = public(session, sweep)
+    info = public(session, sweep, settings)
     config = sweep_config(sweep)
     metrics = config.metrics
     board = leaderboard(session, sweep, None)
@@ -224,10 +176,11 @@ def sweep_view(session, sweep: Sweep) -> dict[str, Any]:
             }
             for r in board.rows
         ],
+        "levels": level_points(session, sweep) if len(levels) > 1 else [],
     }
     return {
         "sweep": info,
-        "progress": progress(info, sweep),
+        "progress": info.progress,
         "board": board,
         "level_metrics": [level.metric for level in levels],
         "metrics": all_metrics,
@@ -236,6 +189,37 @@ def sweep_view(session, sweep: Sweep) -> dict[str, Any]:
         "chart_json": json.dumps(chart).replace("</", "<\\/"),
         "running": info.status not in FINISHED_SWEEP,
     }
+
+
+def level_points(session, sweep: Sweep) -> list[dict[str, Any]]:
+    """Per fidelity level, every score at its ranking metric, in the order they were stored
+    (scores reused from earlier sweeps count from this sweep's start): best-so-far per level."""
+    config = sweep_config(sweep)
+    reached = [c for c in sweep.candidates if not c.is_reference]
+    keys = [level.rank_key for level in config.levels]
+    stored = results_for(session, sweep.model, {c.digest for c in reached}, keys)
+    levels = []
+    for i, level in enumerate(config.levels):
+        points = []
+        for c in reached:
+            result = stored.get((c.digest, level.rank_key))
+            if result is None or config.level_of(c.fidelity) < i:
+                continue
+            value = result.metrics.get(level.metric)
+            if value is None:
+                continue
+            at = max(result.created_at, sweep.created_at)
+            points.append({"id": c.id, "plan": c.plan, "value": value, "at": _iso(at)})
+        points.sort(key=lambda p: p["at"])
+        levels.append(
+            {
+                "label": level.label,
+                "metric": level.metric,
+                "higher_is_better": level.higher_is_better,
+                "points": points,
+            }
+        )
+    return levels
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -252,15 +236,15 @@ def best_score(session, sweep: Sweep) -> tuple[str, float | None]:
 
 
 @router.get("/", response_class=HTMLResponse)
-def sweeps_page(request: Request, session: SessionDep, fragment: bool = False) -> HTMLResponse:
+def sweeps_page(
+    request: Request, session: SessionDep, settings: SettingsDep, fragment: bool = False
+) -> HTMLResponse:
     """All sweeps, newest first."""
     items: list[dict[str, Any]] = []
     for sweep in session.scalars(select(Sweep).order_by(Sweep.id.desc()).limit(500)):
-        info = public(session, sweep)
+        info = public(session, sweep, settings)
         metric, best = best_score(session, sweep)
-        items.append(
-            {"sweep": info, "progress": progress(info, sweep), "metric": metric, "best": best}
-        )
+        items.append({"sweep": info, "progress": info.progress, "metric": metric, "best": best})
     running = any(i["sweep"].status not in FINISHED_SWEEP for i in items)
     name = "_sweeps_table.html" if fragment else "sweeps.html"
     return templates.TemplateResponse(
@@ -281,13 +265,17 @@ def new_sweep_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 @router.get("/sweeps/{sweep_id}", response_class=HTMLResponse)
 def sweep_page(
-    sweep_id: RowId, request: Request, session: SessionDep, fragment: bool = False
+    sweep_id: RowId,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    fragment: bool = False,
 ) -> HTMLResponse:
-    """One sweep: progress, ranked table, heatmap, best-so-far, plan pictures."""
+    """One sweep: progress, workers, ranked table, heatmap, best-so-far, plan pictures."""
     sweep = session.get(Sweep, sweep_id)
     if sweep is None:
         return not_found(request, f"sweep {sweep_id} not found")
-    context = sweep_view(session, sweep) | {"title": f"Sweep {sweep.id}: {sweep.name}"}
+    context = sweep_view(session, sweep, settings) | {"title": f"Sweep {sweep.id}: {sweep.name}"}
     name = "_sweep_live.html" if fragment else "sweep.html"
     return templates.TemplateResponse(request, name, context)
 

@@ -8,12 +8,14 @@ from sqlalchemy import func, select
 
 from frankensweep.api.deps import MAX_ID, RowId, SessionDep, SettingsDep, WriterDep
 from frankensweep.api.schemas import Leaderboard, SweepCreate, SweepCreated, SweepPublic
+from frankensweep.core.config import Settings
 from frankensweep.db import Sweep, SweepStatus
 from frankensweep.db.store import status_counts
+from frankensweep.strategies.fidelity import level_detail
 from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.leaderboard import leaderboard_page_json
 from frankensweep.sweeps.rounds import forget
-from frankensweep.sweeps.status import cancel_sweep, eta_seconds
+from frankensweep.sweeps.status import cancel_sweep, eta_seconds, liveness, progress
 from frankensweep.sweeps.submission import build_sweep, store_sweep
 
 router = APIRouter(prefix="/api/sweeps", tags=["sweeps"])
@@ -26,8 +28,10 @@ def get_sweep(session, sweep_id: int) -> Sweep:
     return sweep
 
 
-def public(session, sweep: Sweep) -> SweepPublic:
+def public(session, sweep: Sweep, settings: Settings) -> SweepPublic:
     counts = status_counts(session, sweep.id)
+    levels = sweep_config(sweep).levels
+    live = liveness(session, sweep, settings)
     return SweepPublic(
         id=sweep.id,
         name=sweep.name,
@@ -40,10 +44,15 @@ def public(session, sweep: Sweep) -> SweepPublic:
         strategy=sweep.strategy,
         round=sweep.round,
         search_finished=sweep.search_finished,
-        levels=[level.label for level in sweep_config(sweep).levels],
+        levels=[level.label for level in levels],
+        level_details=[level_detail(level) for level in levels],
         counts=counts,
         total=sum(counts.values()),
-        eta_seconds=eta_seconds(session, sweep),
+        progress=progress(session, sweep),
+        eta_seconds=eta_seconds(session, sweep, live.alive or 1),
+        workers=live.workers,
+        workers_alive=live.alive,
+        stall=live.stall,
         created_at=sweep.created_at,
         started_at=sweep.started_at,
         finished_at=sweep.finished_at,
@@ -72,25 +81,25 @@ def create_sweep(
 
 
 @router.get("")
-def list_sweeps(session: SessionDep) -> list[SweepPublic]:
+def list_sweeps(session: SessionDep, settings: SettingsDep) -> list[SweepPublic]:
     """All sweeps, newest first."""
     sweeps = session.scalars(select(Sweep).order_by(Sweep.id.desc()))
-    return [public(session, s) for s in sweeps]
+    return [public(session, s, settings) for s in sweeps]
 
 
 @router.get("/{sweep_id}")
-def read_sweep(sweep_id: RowId, session: SessionDep) -> SweepPublic:
-    """One sweep: status, counts per candidate state, ETA."""
-    return public(session, get_sweep(session, sweep_id))
+def read_sweep(sweep_id: RowId, session: SessionDep, settings: SettingsDep) -> SweepPublic:
+    """One sweep: status, progress, ETA, the workers holding its units, a stall."""
+    return public(session, get_sweep(session, sweep_id), settings)
 
 
 @router.post("/{sweep_id}/cancel", dependencies=[WriterDep])
-def cancel(sweep_id: RowId, session: SessionDep) -> SweepPublic:
+def cancel(sweep_id: RowId, session: SessionDep, settings: SettingsDep) -> SweepPublic:
     """Stop a sweep; stored scores stay."""
     sweep = get_sweep(session, sweep_id)
     cancel_sweep(session, sweep)
     session.commit()
-    return public(session, sweep)
+    return public(session, sweep, settings)
 
 
 @router.delete("/{sweep_id}", status_code=204, dependencies=[WriterDep])

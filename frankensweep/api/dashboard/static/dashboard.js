@@ -155,7 +155,10 @@ const FS = (() => {
   }
 
   function sweepSignature(s) {
-    return [s.id, s.status, s.round, s.search_finished, JSON.stringify(s.counts)].join("|");
+    // a worker going silent (or a stall) refreshes the page as a state change does
+    const workers = (s.workers || []).map((w) => w.name + ":" + w.pid + ":" + w.state);
+    return [s.id, s.status, s.round, s.search_finished, JSON.stringify(s.counts), s.stall || "",
+      workers.join(",")].join("|");
   }
 
   function pollList() {
@@ -315,9 +318,81 @@ const FS = (() => {
     }
   }
 
+  const LEVEL_COLORS = ["#9b59b6", "#e67e22", "#16a085", "#2457c5", "#c0392b", "#7f8c8d"];
+
+  function bestLine(points, isBetter) {
+    let best = null;
+    return points.map((p) => {
+      if (best === null || isBetter(p.value, best)) best = p.value;
+      return best;
+    });
+  }
+
+  function drawLevels(box, data) {
+    // halving: one best-so-far line per fidelity level (each scores the plans that reached it)
+    const levels = data.levels.filter((lv) => lv.points.length);
+    if (!levels.length) {
+      box.innerHTML = '<p class="empty">No scored candidates yet.</p>';
+      return;
+    }
+    if (box.querySelector("p.empty")) box.innerHTML = "";
+    const traces = [];
+    data.levels.forEach((lv, i) => {
+      if (!lv.points.length) return;
+      const color = i === data.levels.length - 1 ? "#2457c5" : LEVEL_COLORS[i % LEVEL_COLORS.length];
+      const times = lv.points.map((p) => p.at);
+      traces.push({
+        type: "scatter",
+        mode: "markers",
+        name: lv.label,
+        legendgroup: "level" + i,
+        showlegend: false,
+        x: times,
+        y: lv.points.map((p) => p.value),
+        text: lv.points.map((p) => p.plan),
+        marker: { color, size: 5, opacity: 0.45 },
+        hovertemplate: "%{text}<br>" + lv.label + ": " + lv.metric + "=%{y}<extra></extra>",
+      });
+      traces.push({
+        type: "scatter",
+        mode: "lines+markers",
+        name: "best so far: " + lv.label,
+        legendgroup: "level" + i,
+        x: times,
+        y: bestLine(lv.points, better(lv.higher_is_better)),
+        line: { shape: "hv", color, width: i === data.levels.length - 1 ? 3 : 2 },
+        marker: { size: 4 },
+      });
+    });
+    const ref = data.reference && data.reference[data.metric];
+    if (typeof ref === "number") {
+      const all = levels.flatMap((lv) => lv.points.map((p) => p.at)).sort();
+      traces.push({
+        type: "scatter",
+        mode: "lines",
+        name: "base model (full)",
+        x: [all[0], all[all.length - 1]],
+        y: [ref, ref],
+        line: { dash: "dash", color: "#c0392b" },
+      });
+    }
+    const layout = {
+      margin: { l: 60, r: 20, t: 10, b: 50 },
+      height: 340,
+      xaxis: { title: { text: "scored at" } },
+      yaxis: { title: { text: data.metric + " per fidelity level" } },
+      legend: { orientation: "h", y: -0.25 },
+    };
+    Plotly.react(box, traces, layout, PLOT_CONFIG);
+  }
+
   function drawBestSoFar(data) {
     const box = document.getElementById("best-so-far");
     if (!box || typeof Plotly === "undefined") return;
+    if (data.levels && data.levels.length > 1) {
+      drawLevels(box, data);
+      return;
+    }
     const metric = data.metric;
     const isBetter = better(data.higher_is_better);
     const done = data.rows
