@@ -28,12 +28,13 @@ from frankensweep.testing.processes import (
     check_exactly_once,
     embedded_env,
     scaled_env,
+    start_scaled,
     stored,
     wait_done,
     wait_for_health,
-    wait_for_log,
     wait_running,
 )
+from frankensweep.testing.processes import submit_plans as submit
 from frankensweep.testing.services import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.slow
@@ -54,30 +55,6 @@ def models(tmp_path_factory) -> Path:
     tiny_model_dir(root / "nan", nan_layer=NAN_LAYER)
     tiny_model_dir(root / "wide", layers=2, vocab_size=1 << 19, hidden_size=32)
     return root
-
-
-def submit(url: str, model: Path, plans: list[str], evals: list[dict] | None = None) -> int:
-    body = {
-        "name": f"faults {model.name}",
-        "model": str(model),
-        "space": {"kind": "explicit", "plans": plans},
-        "evals": evals or [EVAL],
-    }
-    created = httpx.post(f"{url}/api/sweeps", json=body, timeout=60)
-    assert created.status_code == 201, created.text
-    return created.json()["id"]
-
-
-def start_scaled(procs: Processes, port: int, workers: int = 2) -> str:
-    """The API and ``workers`` Celery workers (concurrency 1); returns the API's URL."""
-    url = f"http://127.0.0.1:{port}"
-    procs.start("api", "serve", "--port", str(port))
-    for i in range(1, workers + 1):
-        procs.start(f"worker{i}", "worker", "--concurrency", "1", "--name", f"w{i}@%h")
-    wait_for_health(url, procs)
-    for i in range(1, workers + 1):
-        wait_for_log(procs, f"worker{i}", " ready.")
-    return url
 
 
 def running_task_ids(database_url: str, sweep_id: int) -> set[str]:
@@ -112,13 +89,16 @@ def test_worker_sigkilled_whole_mid_unit_is_redelivered(tmp_path, postgres_serve
         "FRANKENSWEEP_UNIT_SIZE": "2",
         "FRANKENSWEEP_TASK_TIME_LIMIT": "60",
         "FRANKENSWEEP_VISIBILITY_TIMEOUT": "70",
+        # the broker's own redelivery is what this test is about: no heartbeat handover first
+        # (that path, with default limits, is tests/test_fleet.py's)
+        "FRANKENSWEEP_HEARTBEAT_GRACE": "600",
         "FRANKENSWEEP_PATH_ROOTS": str(models),
     }
     with RedisServer() as redis:
         procs = Processes(tmp_path, scaled_env(database_url, redis.url, **env))
         try:
             url = start_scaled(procs, free_port())
-            sweep_id = submit(url, models / "tiny", PLANS)
+            sweep_id = submit(url, models / "tiny", PLANS, [EVAL])
             wait_running(url, sweep_id, procs)
             tasks = running_task_ids(database_url, sweep_id)
             victim = worker_running(procs, tasks)
@@ -149,7 +129,7 @@ def test_api_sigkilled_mid_sweep_and_restarted(tmp_path, postgres_server, models
         try:
             port = free_port()
             url = start_scaled(procs, port)
-            sweep_id = submit(url, models / "tiny", PLANS)
+            sweep_id = submit(url, models / "tiny", PLANS, [EVAL])
             wait_running(url, sweep_id, procs)
             procs.kill("api")
             killed_at = time.monotonic()
@@ -182,7 +162,7 @@ def test_redis_stopped_for_10_seconds_mid_sweep(tmp_path, postgres_server, model
         procs = Processes(tmp_path, scaled_env(database_url, redis.url, **env))
         try:
             url = start_scaled(procs, free_port())
-            sweep_id = submit(url, models / "tiny", PLANS)
+            sweep_id = submit(url, models / "tiny", PLANS, [EVAL])
             wait_running(url, sweep_id, procs)
             redis.stop()  # SIGTERM: Redis writes its append-only file and exits
             stopped_at = time.monotonic()
@@ -226,7 +206,7 @@ def test_sweep_submitted_while_redis_is_down_is_sent_when_it_returns(
         try:
             url = start_scaled(procs, free_port())
             redis.stop()
-            sweep_id = submit(url, models / "tiny", PLANS)
+            sweep_id = submit(url, models / "tiny", PLANS, [EVAL])
             time.sleep(5)  # two reconciler passes fail meanwhile: nothing is lost or run
             sweep = httpx.get(f"{url}/api/sweeps/{sweep_id}", timeout=10).json()
             assert sweep["status"] == "queued" and sweep["counts"]["pending"] == len(PLANS) + 1
@@ -250,7 +230,7 @@ def test_postgresql_stopped_for_10_seconds_mid_sweep(tmp_path, models):
         procs = Processes(tmp_path, scaled_env(database_url, redis.url, **env))
         try:
             url = start_scaled(procs, free_port())
-            sweep_id = submit(url, models / "tiny", PLANS)
+            sweep_id = submit(url, models / "tiny", PLANS, [EVAL])
             wait_running(url, sweep_id, procs)
             postgres.stop()
             stopped_at = time.monotonic()
@@ -300,8 +280,8 @@ def test_failed_evaluations_are_marked_failed_and_the_work_goes_on(tmp_path, mod
         procs.start("api", "serve", "--port", str(port), preexec_fn=_limit_address_space)
         wait_for_health(url, procs)
         oom_eval = {**EVAL, "tokens": 4096, "ctx": 4096}
-        oom_id = submit(url, models / "wide", ["0-1,0-2", "0-2,1-2"], evals=[oom_eval])
-        nan_id = submit(url, models / "nan", NAN_PLANS)
+        oom_id = submit(url, models / "wide", ["0-1,0-2", "0-2,1-2"], [oom_eval])
+        nan_id = submit(url, models / "nan", NAN_PLANS, [EVAL])
 
         oom = wait_done(url, oom_id, procs, timeout=300)
         assert oom["status"] == "failed", oom

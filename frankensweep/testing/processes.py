@@ -11,12 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import psutil
 import yaml
 from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 
 from frankensweep.core.net import wait_healthy
 from frankensweep.core.status import FINISHED_SWEEP
@@ -60,9 +62,18 @@ class Processes:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP a process and everything in its session: alive, but silent (no heartbeat)."""
+        os.killpg(self.procs[name].pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        """SIGCONT what ``pause`` stopped."""
+        os.killpg(self.procs[name].pid, signal.SIGCONT)
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGCONT)  # a paused process could not stop
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.procs.values():
             try:
@@ -111,6 +122,51 @@ def wait_for_log(procs: Processes, name: str, text: str, timeout: float = 120) -
             break
         time.sleep(0.3)
     raise AssertionError(f"{name} never logged {text!r}:\n{procs.log(name)}")
+
+
+def start_scaled(procs: Processes, port: int, workers: int = 2) -> str:
+    """The API and ``workers`` Celery workers (concurrency 1, named ``w1@host``...); returns
+    the API's URL once every worker is ready."""
+    url = f"http://127.0.0.1:{port}"
+    procs.start("api", "serve", "--port", str(port))
+    for i in range(1, workers + 1):
+        procs.start(f"worker{i}", "worker", "--concurrency", "1", "--name", f"w{i}@%h")
+    wait_for_health(url, procs)
+    for i in range(1, workers + 1):
+        wait_for_log(procs, f"worker{i}", " ready.")
+    return url
+
+
+def wait_workers_alive(database_url: str, count: int, procs: Processes, timeout: float = 60):
+    """Wait until ``count`` worker processes have a heartbeat row; return their names."""
+    from frankensweep.db.models import utcnow
+    from frankensweep.db.workers import live_workers
+
+    engine = create_engine(database_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with Session(engine) as s:
+                rows = live_workers(s, utcnow() - timedelta(minutes=1))
+            if len(rows) >= count:
+                return sorted(w.name for w in rows)
+            time.sleep(0.3)
+    finally:
+        engine.dispose()
+    raise AssertionError(f"fewer than {count} workers beat:\n{procs.logs()}")
+
+
+def submit_plans(url: str, model: Path, plans: list[str], evals: list[dict]) -> int:
+    """Submit an explicit-space sweep of ``plans`` of the model saved at ``model``; its id."""
+    body = {
+        "name": f"faults {model.name}",
+        "model": str(model),
+        "space": {"kind": "explicit", "plans": plans},
+        "evals": evals,
+    }
+    created = httpx.post(f"{url}/api/sweeps", json=body, timeout=60)
+    assert created.status_code == 201, created.text
+    return created.json()["id"]
 
 
 def poll_sweep(url: str, sweep_id: int, procs: Processes, until, timeout: float, every: float):

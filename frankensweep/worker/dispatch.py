@@ -10,7 +10,7 @@ from contextlib import nullcontext
 from datetime import timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from frankensweep.core.config import Settings
@@ -19,6 +19,7 @@ from frankensweep.db.models import utcnow
 from frankensweep.db.store import (
     pending_candidates,
     release_running,
+    rowcount,
     status_counts,
     unfinished_sweeps,
 )
@@ -193,16 +194,18 @@ def alive(session: Session, settings: Settings) -> list[Worker]:
 
 
 def send_round(sessions: sessionmaker[Session], celery, sweep_id: int, settings: Settings) -> None:
-    """Send the current round's units to the ``gpu`` queue, once (``dispatched_at`` marks it),
-    sized so that every live worker gets one when the round has candidates enough."""
+    """Send the current round's units to the ``gpu`` queue, once: ``dispatched_at`` is set by
+    compare-and-set in the transaction that sends (concurrent callers, the API's request and
+    its reconciler or a worker, wait on the row and find it set; a failed send leaves it
+    unset). Units are sized so that every live worker gets one when there are candidates enough.
+    """
     with sessions() as s:
-        sweep = s.get(Sweep, sweep_id)
-        if sweep is None or sweep.dispatched_at is not None:
-            return
+        mark = update(Sweep).where(Sweep.id == sweep_id, Sweep.dispatched_at.is_(None))
+        if not rowcount(s.execute(mark.values(dispatched_at=utcnow()))):
+            return  # sent already (or no such sweep)
         workers = len(alive(s, settings))
         for unit in plan_units(pending_candidates(s, sweep_id), settings.unit_size, workers):
             celery.send_task("frankensweep.run_unit", args=[sweep_id, unit], queue="gpu")
-        sweep.dispatched_at = utcnow()
         s.commit()
 
 
