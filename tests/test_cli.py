@@ -160,3 +160,16 @@ def test_eval_json_matches_in_process_perplexity(smollm2, shared_data, tmp_path)
         want = perplexity(build_view(smollm2.model, Plan.parse(row["plan"])), windows)
         assert row["perplexity"] == want.perplexity
     assert 1 < rows[0]["perplexity"] < rows[1]["perplexity"]
+
+
+def test_client_commands_default_to_frankensweep_url(monkeypatch):
+    """FRANKENSWEEP_URL points every client command at a server; --url still wins."""
+    from frankensweep.core.net import free_port
+
+    there, other = (f"http://127.0.0.1:{free_port()}" for _ in range(2))  # nothing listens
+    monkeypatch.setenv("FRANKENSWEEP_URL", there)
+    for args in (["leaderboard", "1"], ["export", "--candidate", "1"]):
+        proc = run(*args, check=False)
+        assert proc.returncode == 2 and f"error: cannot reach {there}" in proc.stderr, args
+    proc = run("leaderboard", "1", "--url", other, check=False)
+    assert proc.returncode == 2 and f"error: cannot reach {other}" in proc.stderr

@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,22 +42,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    """The real app (embedded worker, SQLite file) served by uvicorn in a thread; its base URL."""
+@contextmanager
+def serving(app):
+    """``app`` served by uvicorn in a thread on a free loopback port; its base URL."""
     import uvicorn
 
-    monkeypatch.setenv("FRANKENSWEEP_DEVICE", "cpu")
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'frankensweep.db'}",
-        broker_url=None,
-        device="cpu",
-        dtype="float32",
-    )
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings, dispatch=True), host="127.0.0.1", port=port, log_level="warning"
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -64,9 +56,25 @@ def server(tmp_path, monkeypatch):
     while not uv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=60)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=60)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """The real app (embedded worker, SQLite file) served by uvicorn in a thread; its base URL."""
+    monkeypatch.setenv("FRANKENSWEEP_DEVICE", "cpu")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'frankensweep.db'}",
+        broker_url=None,
+        device="cpu",
+        dtype="float32",
+    )
+    with serving(create_app(settings, dispatch=True)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -328,3 +336,71 @@ def test_strategy_form_422s_then_a_halving_sweep_prunes(server, browser, tmp_pat
     expected = "/new: console: Failed to load resource: the server responded with a status of 422"
     assert [e for e in errors if expected not in e] == [], errors
     assert len(errors) == 2, errors  # the two 422s provoked on purpose
+
+
+@pytest.fixture
+def stored_server(tmp_path):
+    """The app without a worker (dispatch=False) on a SQLite file, served by uvicorn: pages of
+    sweeps stored by the test itself. Yields (base URL, app)."""
+    from frankensweep.db import upgrade
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'stored.db'}", broker_url=None)
+    upgrade(settings.database_url)
+    app = create_app(settings, dispatch=False)
+    with serving(app) as url:
+        yield url, app
+
+
+WINDOW = {"width": 1366, "height": 768}
+
+
+def widen(app, sweep_id: int) -> None:
+    """Give every candidate of a stored sweep eight space parameters: a wide leaderboard."""
+    from frankensweep.db import Sweep
+
+    with app.state.sessions() as session:
+        for c in session.get(Sweep, sweep_id).candidates:
+            if not c.is_reference:
+                c.params = {**c.params, **{f"parameter_{k}": 10 * k for k in range(6)}}
+        session.commit()
+
+
+def test_sweep_page_fits_a_1366_px_window_and_plots_every_level(stored_server, browser):
+    """A finished halving sweep (3 fidelity levels, pruned rows with reasons, eight parameters):
+    at 1366 px the page does not scroll sideways (the leaderboard scrolls inside its box, which
+    it needs: without the box the page is wider than the window), and best-so-far has one line
+    per level."""
+    from test_pages import store_halving_sweep
+
+    url, app = stored_server
+    sweep_id, _ = store_halving_sweep(app)
+    widen(app, sweep_id)
+    context = browser.new_context(viewport=WINDOW)
+    page = context.new_page()
+    page.goto(f"{url}/sweeps/{sweep_id}")
+    page.wait_for_selector("#best-so-far .main-svg")
+
+    def page_width() -> int:
+        return page.evaluate("document.documentElement.scrollWidth")
+
+    table = page.evaluate(
+        "(() => { const t = document.getElementById('leaderboard');"
+        " return [t.scrollWidth, t.parentElement.clientWidth]; })()"
+    )
+    assert page_width() <= WINDOW["width"], (page_width(), table)
+    lines = page.evaluate(
+        "document.getElementById('best-so-far').data"
+        ".filter(t => t.name.startsWith('best so far')).map(t => [t.name, t.y.length])"
+    )
+    assert lines == [
+        ["best so far: perplexity on 28 tokens", 4],  # every screened plan
+        ["best so far: perplexity on 85 tokens", 2],
+        ["best so far: full", 1],
+    ]
+    # control: the same table outside its scrolling box makes the page wider than the window
+    page.add_style_tag(content=".table-scroll { overflow: visible; }")
+    assert page_width() > WINDOW["width"], table
+
+    page.goto(url + "/")
+    assert page_width() <= WINDOW["width"]
+    context.close()

@@ -550,3 +550,51 @@ def test_new_sweep_form_has_the_strategy_fields(client):
     assert '<span class="field-error" data-loc="strategy"></span>' in html
     assert re.search(r'class="strategy-field" data-kinds="halving"', html)
     assert "the best <code>1/eta</code> go on" in html
+
+
+def test_halving_sweep_page_states_each_levels_size(client, app):
+    """The ctx rule shown: a cheap level scores its few tokens in one shorter window."""
+    sweep_id, _ = store_halving_sweep(app)
+    html = client.get(f"/sweeps/{sweep_id}").text
+    details = re.search(r'<dd id="level-details">(.*?) <span', html, re.S).group(1)
+    assert details == (
+        "perplexity on 28 tokens (1 window of 28) → perplexity on 85 tokens (1 window of 85) → "
+        "perplexity on 256 tokens (2 windows of 128) + EQ-Bench on 2 questions"
+    )
+    sweep = client.get(f"/api/sweeps/{sweep_id}").json()
+    assert sweep["level_details"] == details.split(" → ")
+    assert sweep["progress"]["round_label"] == "round 3 of 3 · last round"
+
+
+def test_a_stalled_sweep_names_its_silent_worker_on_the_page_and_in_the_list(client, app):
+    """A worker holding two candidates, last heard from 40 s ago: the status line says so, the
+    workers table shows it silent, the list marks the sweep stalled; the JSON agrees."""
+    from frankensweep.db import Worker
+    from frankensweep.db.models import utcnow
+    from frankensweep.db.workers import Holding, beat
+
+    sweep_id, ids = store_sweep(app)
+    with app.state.sessions() as session:
+        sweep = session.get(Sweep, sweep_id)
+        sweep.status, sweep.finished_at = "running", None
+        for c in sweep.candidates[3:]:
+            c.status = "running"
+        session.commit()
+        beat(session, "gpu0@box", "box", 4242, Holding("celery:t1", sweep_id, tuple(ids[3:])))
+        session.query(Worker).update({"last_seen": utcnow() - timedelta(seconds=40)})
+        session.commit()
+    sweep = client.get(f"/api/sweeps/{sweep_id}").json()
+    assert [(w["name"], w["state"], w["candidates"]) for w in sweep["workers"]] == [
+        ("gpu0@box", "silent", ids[3:])
+    ]
+    assert sweep["stall"].startswith(
+        f"stalled: worker gpu0@box (pid 4242) holds candidates {ids[3]}, {ids[4]} and has not "
+        "been heard from for 4"
+    )
+    html = client.get(f"/sweeps/{sweep_id}?fragment=1").text
+    stall = re.search(r'<p class="stall" id="sweep-stall">(.*?)</p>', html, re.S).group(1)
+    assert stall == sweep["stall"]
+    row = re.search(r'<tr data-worker="gpu0@box" data-state="silent">(.*?)</tr>', html, re.S)
+    assert row and f'href="/candidates/{ids[3]}"' in row.group(1) and "pid 4242" in row.group(1)
+    listing = client.get("/").text
+    assert re.search(rf'data-sweep="{sweep_id}".*?>stalled</span>', listing, re.S)
