@@ -6,6 +6,7 @@ import logging
 import queue
 import socket
 import threading
+from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import timedelta
 from typing import Protocol
@@ -100,10 +101,14 @@ def run_sweep(
     claimant: str,
     models: ModelCache = MODELS,
     heartbeat: Heartbeat | None = None,
+    on_round: Callable[[], None] | None = None,
 ) -> None:
     """Evaluate a stored sweep in this process, round after round, until its strategy proposes
-    no more (the embedded worker, whose ``heartbeat`` shows what it holds; benchmarks too)."""
+    no more (the embedded worker, whose ``heartbeat`` shows what it holds; benchmarks too, which
+    look at the sweep at the start of each round with ``on_round``)."""
     while True:
+        if on_round is not None:
+            on_round()
         with sessions() as s:
             units = plan_units(pending_candidates(s, sweep_id), settings.unit_size)
         for unit in units:
