@@ -598,3 +598,14 @@ def test_a_stalled_sweep_names_its_silent_worker_on_the_page_and_in_the_list(cli
     assert row and f'href="/candidates/{ids[3]}"' in row.group(1) and "pid 4242" in row.group(1)
     listing = client.get("/").text
     assert re.search(rf'data-sweep="{sweep_id}".*?>stalled</span>', listing, re.S)
+
+
+def test_a_promoted_candidates_page_shows_attempts_over_every_level(client, app):
+    _, ids = store_halving_sweep(app)
+    with app.state.sessions() as session:
+        winner = session.get(Candidate, ids[1])
+        winner.attempts, winner.level_attempts = 4, 1  # 3 levels; its worker died once at rung 2
+        session.commit()
+    html = client.get(f"/candidates/{ids[1]}").text
+    assert re.search(r'<span id="attempts"[^>]*>attempts 4 \(1 at this level\)</span>', html)
+    assert client.get(f"/api/candidates/{ids[1]}").json()["attempts"] == 4
