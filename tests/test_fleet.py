@@ -150,9 +150,11 @@ def test_unit_slower_than_the_grace_on_a_live_worker_is_left_to_it(tmp_path, pos
             wait_workers_alive(database_url, 2, procs)
             sweep_id = submit_plans(url, tiny, PLANS[:2], [SLOW_EVAL])
             states = set()
+            deadline = time.monotonic() + 600
             while (status := sweep(url, sweep_id))["status"] in ("queued", "running"):
                 states |= {w["state"] for w in status["workers"]}
                 assert "lost" not in states, status
+                assert time.monotonic() < deadline, f"{status}\n{procs.logs()}"
                 time.sleep(0.5)
             assert status["status"] == "done", status
             candidates = check_exactly_once(database_url, sweep_id)

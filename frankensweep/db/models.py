@@ -163,4 +163,5 @@ class Worker(Base):
     sweep_id: Mapped[int | None] = mapped_column(Integer, default=None)
     candidates: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     activity: Mapped[str | None] = mapped_column(Text, default=None)
-    holding_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # when it began holding what it holds now, or began to idle (an idle worker's queue is empty)
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

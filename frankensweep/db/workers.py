@@ -26,6 +26,7 @@ __all__ = [
     "drop_stale",
     "end_claim",
     "forget",
+    "idle_workers",
     "live_workers",
     "namesakes",
     "release_holder",
@@ -56,11 +57,11 @@ def beat(
     now = utcnow()
     row = session.scalar(select(Worker).where(Worker.name == name, Worker.pid == pid))
     if row is None:
-        row = Worker(name=name, host=host, pid=pid, started_at=now)
+        row = Worker(name=name, host=host, pid=pid, started_at=now, since=now)
         session.add(row)
     claimant = holding.claimant if holding else None
     if row.claimant != claimant or (holding and row.sweep_id != holding.sweep_id):
-        row.holding_since = now if holding else None
+        row.since = now  # it began holding this unit, or to idle
     row.host, row.last_seen, row.claimant = host, now, claimant
     row.sweep_id = holding.sweep_id if holding else None
     row.candidates = list(holding.candidates) if holding else None
@@ -82,6 +83,15 @@ def namesakes(session: Session, name: str, host: str) -> list[Worker]:
 def live_workers(session: Session, since: datetime) -> list[Worker]:
     """Worker processes seen at or after ``since``, by name and pid."""
     stmt = select(Worker).where(Worker.last_seen >= since).order_by(Worker.name, Worker.pid)
+    return list(session.scalars(stmt))
+
+
+def idle_workers(session: Session, since: datetime) -> list[Worker]:
+    """Worker processes heard from at or after ``since`` that have held nothing since then (a
+    worker with room to work takes the next unit queued: its queue has been empty)."""
+    stmt = select(Worker).where(
+        Worker.last_seen >= since, Worker.claimant.is_(None), Worker.since < since
+    )
     return list(session.scalars(stmt))
 
 
@@ -134,7 +144,7 @@ def release_holder(session: Session, claimant: str, note: str) -> None:
     session.execute(
         update(Worker)
         .where(Worker.claimant == claimant)
-        .values(claimant=None, candidates=None, activity=note, holding_since=None)
+        .values(claimant=None, candidates=None, activity=note)
     )
 
 

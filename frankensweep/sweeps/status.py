@@ -336,7 +336,7 @@ def liveness(session: Session, sweep: Sweep, settings: Settings) -> Liveness:
                 state=_state(silent, settings) if w.claimant else "lost",
                 candidates=list(w.candidates or []),
                 activity=w.activity,
-                holding_since=w.holding_since,
+                holding_since=w.since if w.claimant else None,
                 last_seen=w.last_seen,
                 silent_seconds=round(silent, 1),
             )

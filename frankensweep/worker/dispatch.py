@@ -27,6 +27,7 @@ from frankensweep.db.store import (
 from frankensweep.db.workers import (
     drop_stale,
     end_claim,
+    idle_workers,
     live_workers,
     release_holder,
     silent_claims,
@@ -162,20 +163,10 @@ class CeleryDispatcher:
         unsent or lost ones."""
         hand_over(self.sessions, self.celery, self.settings)
         with self.sessions() as s:
-            sweeps = unfinished_sweeps(s)
-            ids = [sw.id for sw in sweeps]
-            stale = utcnow().timestamp() - self.settings.redelivery_seconds
-            lost = [
-                sw
-                for sw in sweeps
-                if sw.dispatched_at is not None
-                and sw.dispatched_at.timestamp() < stale
-                and not status_counts(s, sw.id)[CandidateStatus.running]
-            ]
-            if lost:  # sent before the broker's own redelivery deadline and nobody took them
-                for sweep in lost:
-                    sweep.dispatched_at = None
-                s.commit()
+            ids = [sw.id for sw in unfinished_sweeps(s)]
+            for sweep in lost_rounds(s, self.settings):
+                sweep.dispatched_at = None  # sent again below
+            s.commit()
         for sweep_id in ids:
             advance(self.sessions, sweep_id)
             self.submit(sweep_id)
@@ -214,6 +205,38 @@ def send_round(sessions: sessionmaker[Session], celery, sweep_id: int, settings:
         s.commit()
 
 
+def lost_rounds(session: Session, settings: Settings) -> list[Sweep]:
+    """Unfinished sweeps whose current round was sent but whose pending candidates cannot be
+    in the queue: sent more than the heartbeat grace ago while a worker alive has held nothing
+    for the grace (it would have taken a queued unit), or sent more than the broker's
+    visibility timeout ago with none of the sweep running. The broker lost them (a Redis
+    restarted without its append-only file, a message gone missing); sending the pending
+    candidates again is harmless if it did not (claims)."""
+    now = utcnow()
+    grace = timedelta(seconds=settings.heartbeat_grace)
+    idle = idle_workers(session, now - grace)
+    lost = []
+    for sweep in unfinished_sweeps(session):
+        if sweep.dispatched_at is None:
+            continue
+        counts = status_counts(session, sweep.id)
+        if not counts[CandidateStatus.pending]:
+            continue
+        idled = idle and sweep.dispatched_at < now - grace
+        expired = sweep.dispatched_at < now - timedelta(seconds=settings.redelivery_seconds)
+        if idled or (expired and not counts[CandidateStatus.running]):
+            why = f"{idle[0].name} (pid {idle[0].pid}) idled" if idled else "time passed"
+            log.warning(
+                "sweep %s: %d candidates sent at %s never taken (%s): sending them again",
+                sweep.id,
+                counts[CandidateStatus.pending],
+                f"{sweep.dispatched_at:%H:%M:%S}",
+                why,
+            )
+            lost.append(sweep)
+    return lost
+
+
 def hand_over(sessions: sessionmaker[Session], celery, settings: Settings) -> int:
     """Units whose holder has been silent for the heartbeat grace go to other workers: the
     silent claim ends (its candidates pending again, attempts kept) and they are sent again as
@@ -242,6 +265,8 @@ def hand_over(sessions: sessionmaker[Session], celery, settings: Settings) -> in
             candidates = list(s.scalars(select(Candidate).where(Candidate.id.in_(ids))))
             for unit in plan_units(candidates, settings.unit_size, workers):
                 celery.send_task("frankensweep.run_unit", args=[sweep_id, unit], queue="gpu")
+            # just sent: not a round the broker lost (see lost_rounds)
+            s.execute(update(Sweep).where(Sweep.id == sweep_id).values(dispatched_at=now))
             log.warning(
                 "sweep %s: %s holding candidates %s is %s: sent to another worker",
                 sweep_id,

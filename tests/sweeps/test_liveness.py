@@ -24,7 +24,7 @@ from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.rounds import advance
 from frankensweep.sweeps.status import eta_seconds, liveness, progress
 from frankensweep.testing.sweeps import seed_sweep, store_scores
-from frankensweep.worker.dispatch import hand_over
+from frankensweep.worker.dispatch import hand_over, lost_rounds
 from frankensweep.worker.heartbeat import Heartbeat
 from frankensweep.worker.runner import plan_units
 
@@ -147,6 +147,8 @@ def test_a_silent_worker_is_named_then_its_unit_handed_over_once(sessions):
             ("pending", None, 1)
         ] * 2  # attempts kept: the next claim counts the death
         assert {by_id[i].status for i in ids[1:3]} == {"running"}  # the live worker keeps its
+        # just sent again: not mistaken for a round the broker lost
+        assert s.get(Sweep, sweep_id).dispatched_at > utcnow() - timedelta(seconds=30)
         live = liveness(s, s.get(Sweep, sweep_id), config)
     lost = next(w for w in live.workers if w.name == "w2@host")
     assert (lost.state, lost.candidates) == ("lost", [])
@@ -273,3 +275,34 @@ def test_heartbeat_rows_of_a_process(sessions):
         hb.stop()
     with sessions() as s:
         assert s.scalar(select(Worker).where(Worker.pid == os.getpid())) is None
+
+
+def test_a_round_the_broker_lost_is_sent_again(sessions):
+    """Pending candidates sent 2 minutes ago that nobody took, while a worker idled for the
+    grace (it would have taken a queued unit): lost. Not while every worker is busy or the idle
+    one only just finished, unless the visibility timeout has passed with nothing running."""
+    sweep_id, ids = seed(sessions)
+    config = settings(heartbeat_grace=60)
+    with sessions() as s:
+        s.get(Sweep, sweep_id).dispatched_at = utcnow() - timedelta(seconds=120)
+        claim(s, ids[:1], "celery:busy")  # the reference's unit runs; the others never came
+        beat(s, "w1@host", "host", 101, Holding("celery:busy", sweep_id, tuple(ids[:1])))
+        beat(s, "w2@host", "host", 102, None)
+        assert lost_rounds(s, config) == []  # w2 has idled for a moment only
+        s.execute(
+            update(Worker)
+            .where(Worker.name == "w2@host")
+            .values(since=utcnow() - timedelta(seconds=90))
+        )
+        s.commit()
+        assert [sw.id for sw in lost_rounds(s, config)] == [sweep_id]
+        s.execute(update(Worker).where(Worker.name == "w2@host").values(claimant="celery:other"))
+        s.commit()
+        assert lost_rounds(s, config) == []  # every worker busy: the units may be queued
+        s.execute(update(Worker).values(last_seen=utcnow() - timedelta(hours=1)))
+        s.get(Sweep, sweep_id).dispatched_at = utcnow() - timedelta(hours=7)
+        s.commit()
+        assert lost_rounds(s, config) == []  # past the visibility timeout, but one runs
+        s.get(Candidate, ids[0]).status = "done"
+        s.commit()
+        assert [sw.id for sw in lost_rounds(s, config)] == [sweep_id]  # nothing runs: lost

@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("sweep_id", sa.Integer(), nullable=True),
         sa.Column("candidates", sa.JSON(), nullable=True),
         sa.Column("activity", sa.Text(), nullable=True),
-        sa.Column("holding_since", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name", "pid", name="uq_worker_name_pid"),
     )
