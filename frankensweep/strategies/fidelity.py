@@ -4,6 +4,13 @@ A *ladder* is a list of levels, cheapest first; the top level is the sweep's own
 fidelity). Lower levels run only the *screen* eval (the first of the sweep's evals that can be
 scaled: perplexity by tokens, EQ-Bench by question count when it has a limit) at a fraction
 ``eta ** -(distance from the top)`` of its size. Each level ranks plans by one eval's metric.
+
+Perplexity, exactly: a level scores ``t = floor(tokens * fraction)`` tokens (at least 2) of the
+same corpus. When ``t`` is below the sweep's ``ctx``, the window shrinks to ``t`` (one window of
+``t`` tokens); otherwise windows keep ``ctx`` and ``t`` is rounded down to a multiple of it. So
+2048 tokens at ctx 512, eta 3, 3 rungs: 227 tokens in one window of 227, then 512 in one window
+of 512, then the full 2048 in four of 512. :func:`level_detail` says so for each level (the
+sweep page and the API's ``level_details`` show it).
 """
 
 from __future__ import annotations

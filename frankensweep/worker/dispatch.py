@@ -6,7 +6,7 @@ import logging
 import queue
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from datetime import timedelta
 from typing import Protocol
@@ -189,6 +189,14 @@ def alive(session: Session, settings: Settings) -> list[Worker]:
     return live_workers(session, utcnow() - timedelta(seconds=settings.heartbeat_grace))
 
 
+def send_units(
+    celery, sweep_id: int, candidates: Sequence[Candidate], settings: Settings, workers: int
+) -> None:
+    """Send these candidates to the ``gpu`` queue as work units sized to ``workers``."""
+    for unit in plan_units(candidates, settings.unit_size, workers):
+        celery.send_task("frankensweep.run_unit", args=[sweep_id, unit], queue="gpu")
+
+
 def send_round(sessions: sessionmaker[Session], celery, sweep_id: int, settings: Settings) -> None:
     """Send the current round's units to the ``gpu`` queue, once: ``dispatched_at`` is set by
     compare-and-set in the transaction that sends (concurrent callers, the API's request and
@@ -199,9 +207,9 @@ def send_round(sessions: sessionmaker[Session], celery, sweep_id: int, settings:
         mark = update(Sweep).where(Sweep.id == sweep_id, Sweep.dispatched_at.is_(None))
         if not rowcount(s.execute(mark.values(dispatched_at=utcnow()))):
             return  # sent already (or no such sweep)
-        workers = len(alive(s, settings))
-        for unit in plan_units(pending_candidates(s, sweep_id), settings.unit_size, workers):
-            celery.send_task("frankensweep.run_unit", args=[sweep_id, unit], queue="gpu")
+        send_units(
+            celery, sweep_id, pending_candidates(s, sweep_id), settings, len(alive(s, settings))
+        )
         s.commit()
 
 
@@ -263,8 +271,7 @@ def hand_over(sessions: sessionmaker[Session], celery, settings: Settings) -> in
             silent = f"silent since {last:%H:%M:%S} UTC" if last else "never heard from"
             release_holder(s, claimant, f"{silent}: its unit went to another worker")
             candidates = list(s.scalars(select(Candidate).where(Candidate.id.in_(ids))))
-            for unit in plan_units(candidates, settings.unit_size, workers):
-                celery.send_task("frankensweep.run_unit", args=[sweep_id, unit], queue="gpu")
+            send_units(celery, sweep_id, candidates, settings, workers)
             # just sent: not a round the broker lost (see lost_rounds)
             s.execute(update(Sweep).where(Sweep.id == sweep_id).values(dispatched_at=now))
             log.warning(
