@@ -5,6 +5,7 @@ from its config at submission, the command line checks a name before a long load
 """
 
 from frankensweep.models.config import read_config, read_num_layers
+from frankensweep.models.fingerprint import model_fingerprint
 from frankensweep.models.spec import (
     SUPPORTED_MODEL_TYPES,
     ModelLoadError,
@@ -17,6 +18,7 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "ModelLoadError",
     "is_gguf",
+    "model_fingerprint",
     "read_config",
     "read_num_layers",
     "resolve_spec",

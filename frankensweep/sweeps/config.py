@@ -7,6 +7,8 @@ keeps it per sweep: a sweep's settings never change once stored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,14 +22,36 @@ from frankensweep.strategies import Level, Strategy, make_strategy
 if TYPE_CHECKING:
     from frankensweep.db import Sweep
 
-__all__ = ["SweepConfig", "sweep_config"]
+__all__ = ["SweepConfig", "current_model_key", "model_identity", "model_key", "sweep_config"]
+
+
+def model_identity(model: str) -> dict[str, Any]:
+    """Everything that decides what the named model computes, as it is on disk now: the
+    fingerprint of its files (``frankensweep.models.fingerprint``)."""
+    from frankensweep.models import model_fingerprint
+
+    return {"weights": model_fingerprint(model)}
+
+
+def model_key(model: str, identity: dict[str, Any]) -> str:
+    """What results of ``model`` are stored under: its name as given, then a digest of its
+    identity (``model_identity``): a rewritten checkpoint gets a new key, never old scores."""
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return f"{model[:960]}#{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
+
+
+def current_model_key(model: str) -> str:
+    """The key ``model`` would get if submitted now."""
+    return model_key(model, model_identity(model))
 
 
 @dataclass(frozen=True)
 class SweepConfig:
     """What a sweep searches and how, parsed from its stored row."""
 
+    sweep_id: int
     model: str  # the base model as the user named it
+    model_key: str  # what its results are stored under (``model_key``)
     num_layers: int  # its depth N
     space: dict[str, Any]  # the space's spec (``space_from_spec``), filters left out
     filters: Filters
@@ -40,7 +64,9 @@ class SweepConfig:
         evals = tuple(parse_eval(e) for e in sweep.evals)
         strategy = make_strategy(sweep.strategy)
         return cls(
+            sweep_id=sweep.id,
             model=sweep.model,
+            model_key=sweep.model_key or sweep.model,  # rows stored before keys: the name
             num_layers=sweep.num_layers,
             space={k: v for k, v in sweep.space.items() if k != "filters"},
             filters=Filters.from_dict(sweep.space.get("filters")),
@@ -48,6 +74,11 @@ class SweepConfig:
             strategy=strategy,
             levels=tuple(strategy.levels(evals)),
         )
+
+    @property
+    def fingerprinted(self) -> bool:
+        """Whether the key holds a fingerprint (sweeps stored before keys hold the name)."""
+        return self.model_key != self.model
 
     @property
     def top(self) -> int:

@@ -55,7 +55,7 @@ def search_state(
         )
     )
     stored = results_for(
-        session, sweep.model, [c.digest for c in candidates], {lv.rank_key for lv in levels}
+        session, config.model_key, [c.digest for c in candidates], {lv.rank_key for lv in levels}
     )
     states = []
     for c in candidates:

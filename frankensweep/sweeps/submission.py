@@ -11,6 +11,7 @@ strategy's first round, whole or not at all.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
@@ -20,8 +21,14 @@ from frankensweep.core.errors import UserError
 from frankensweep.core.paths import PathRefused, check_file_or_hub
 from frankensweep.db import Candidate, Sweep
 from frankensweep.evals.corpus import is_bundled
-from frankensweep.evals.registry import EqBenchSpec, PerplexitySpec, PreferenceSpec, get_eval
-from frankensweep.models import ModelLoadError, read_num_layers
+from frankensweep.evals.registry import (
+    AnyEvalSpec,
+    EqBenchSpec,
+    PerplexitySpec,
+    PreferenceSpec,
+    get_eval,
+)
+from frankensweep.models import ModelLoadError, read_config, read_num_layers
 from frankensweep.search import (
     ExplicitSpace,
     Filters,
@@ -37,6 +44,7 @@ from frankensweep.search import (
     space_from_spec,
 )
 from frankensweep.strategies import FidelityError, Strategy, StrategyError, make_strategy
+from frankensweep.sweeps.config import model_identity, model_key
 from frankensweep.sweeps.request import ExplicitSpaceIn, SweepCreate
 from frankensweep.sweeps.rounds import begin
 
@@ -89,25 +97,69 @@ def check_paths(payload: SweepCreate, settings: Settings) -> None:
             raise SubmissionError(loc, str(exc)) from None
 
 
-def model_depth(spec: str) -> int:
-    """Depth N of the named model from its config."""
+class ModelFacts(NamedTuple):
+    """What a submission needs to know of its model, from its config and files."""
+
+    num_layers: int  # depth N
+    max_positions: int | None  # longest context it was trained for, if its config says
+    key: str  # what its results are stored under (``sweeps.config.model_key``)
+
+
+def model_facts(spec: str) -> ModelFacts:
+    """Depth, context length and results key of the named model (no weights are loaded)."""
     try:
-        return read_num_layers(spec)
+        num_layers = read_num_layers(spec)
+        max_positions = getattr(read_config(spec), "max_position_embeddings", None)
+        key = model_key(spec, model_identity(spec))
     except ModelLoadError as exc:
         raise SubmissionError(("body", "model"), str(exc)) from None
+    return ModelFacts(num_layers, max_positions if isinstance(max_positions, int) else None, key)
 
 
-def _explicit_space(space_in: ExplicitSpaceIn, num_layers: int) -> ExplicitSpace:
-    plans: list[Plan] = []
+def _same_model(a: str, b: str) -> bool:
+    """Whether two names mean the same model (local paths compared once resolved)."""
+    if a == b:
+        return True
     try:
-        plans += [Plan.parse(text) for text in space_in.plans]
-    except PlanError as exc:
-        raise SubmissionError(("body", "space", "plans"), str(exc)) from None
-    for i, text in enumerate(space_in.recipes):
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def check_slice_models(plan: Plan, loc: Loc) -> None:
+    """A slice may only name a model that workers load: today the sweep's base model alone."""
+    named = sorted({s.model for s in plan.slices if s.model is not None})
+    if named:
+        raise SubmissionError(
+            loc,
+            f"plan {plan} takes slices from {', '.join(named)}, a model this sweep does not "
+            "load: workers load the sweep's model only; drop the @MODEL part",
+        )
+
+
+def _explicit_space(space_in: ExplicitSpaceIn, model: str, num_layers: int) -> ExplicitSpace:
+    plans: list[Plan] = []
+    for i, text in enumerate(space_in.plans):
         try:
-            plans.append(recipe_to_plan(text).plan)
+            plan = Plan.parse(text)
+        except PlanError as exc:
+            raise SubmissionError(("body", "space", "plans", i), str(exc)) from None
+        check_slice_models(plan, ("body", "space", "plans", i))
+        plans.append(plan)
+    for i, text in enumerate(space_in.recipes):
+        loc = ("body", "space", "recipes", i)
+        try:
+            recipe = recipe_to_plan(text)
         except RecipeError as exc:
-            raise SubmissionError(("body", "space", "recipes", i), str(exc)) from None
+            raise SubmissionError(loc, str(exc)) from None
+        if not _same_model(recipe.model, model):
+            raise SubmissionError(
+                loc,
+                f"the recipe is written for model {recipe.model}, this sweep's model is {model}: "
+                "submit it with that model, or write the sweep's model in the recipe",
+            )
+        check_slice_models(recipe.plan, loc)
+        plans.append(recipe.plan)
     if not plans:
         raise SubmissionError(("body", "space"), "an explicit space needs plans or recipes")
     try:
@@ -119,7 +171,7 @@ def _explicit_space(space_in: ExplicitSpaceIn, num_layers: int) -> ExplicitSpace
 def make_space(payload: SweepCreate, num_layers: int, settings: Settings) -> Space:
     """The submitted space over a model of ``num_layers``, small enough to enumerate."""
     if isinstance(payload.space, ExplicitSpaceIn):
-        space: Space = _explicit_space(payload.space, num_layers)
+        space: Space = _explicit_space(payload.space, payload.model, num_layers)
     else:
         spec = payload.space.model_dump(exclude={"filters"}, exclude_none=True)
         try:
@@ -167,20 +219,43 @@ def check_strategy_size(strategy: Strategy, kept: int, settings: Settings) -> in
     return stored
 
 
-def check_evals(payload: SweepCreate, settings: Settings) -> None:
-    """Each eval's data can be found and its size is under the caps."""
+def _check_sizes(spec: AnyEvalSpec, i: int, model: ModelFacts, settings: Settings) -> None:
+    """A perplexity eval scores at least one window, under the caps and the model's context."""
+    if not isinstance(spec, PerplexitySpec):
+        return
+    loc: Loc = ("body", "evals", i)
+    if spec.tokens > settings.max_eval_tokens:
+        raise SubmissionError(
+            (*loc, "tokens"),
+            f"{spec.tokens} tokens is over the cap of {settings.max_eval_tokens} "
+            "(FRANKENSWEEP_MAX_EVAL_TOKENS)",
+        )
+    if spec.tokens < spec.ctx:
+        raise SubmissionError(
+            (*loc, "tokens"),
+            f"{spec.tokens} tokens is less than one window of ctx={spec.ctx}: nothing would be "
+            "scored; raise tokens or lower ctx",
+        )
+    if model.max_positions is not None and spec.ctx > model.max_positions:
+        raise SubmissionError(
+            (*loc, "ctx"),
+            f"ctx={spec.ctx} is beyond the model's context length ({model.max_positions} "
+            "positions, max_position_embeddings in its config): lower ctx",
+        )
+
+
+def fingerprint_evals(
+    payload: SweepCreate, model: ModelFacts, settings: Settings
+) -> list[AnyEvalSpec]:
+    """Each eval's data read and fingerprinted (the specs to store); sizes under the caps."""
+    specs = []
     for i, spec in enumerate(payload.evals):
+        _check_sizes(spec, i, model, settings)
         try:
-            get_eval(spec.kind).check(spec)
-        except ValueError as exc:
+            specs.append(get_eval(spec.kind).with_fingerprint(spec))
+        except UserError as exc:
             raise SubmissionError(("body", "evals", i), str(exc)) from None
-        tokens = getattr(spec, "tokens", None)
-        if tokens is not None and tokens > settings.max_eval_tokens:
-            raise SubmissionError(
-                ("body", "evals", i, "tokens"),
-                f"{tokens} tokens is over the cap of {settings.max_eval_tokens} "
-                "(FRANKENSWEEP_MAX_EVAL_TOKENS)",
-            )
+    return specs
 
 
 def check_strategy(strategy: Strategy, payload: SweepCreate, space: Space, kept: int) -> None:
@@ -206,22 +281,28 @@ def _summary(result: SpaceResult, strategy: Strategy, stored: int) -> dict[str, 
 
 
 def _new_sweep(
-    payload: SweepCreate, num_layers: int, space: Space, filters: Filters, strategy: Strategy
+    payload: SweepCreate,
+    model: ModelFacts,
+    space: Space,
+    filters: Filters,
+    evals: list[AnyEvalSpec],
+    strategy: Strategy,
 ) -> Sweep:
     """The sweep row with its reference candidate (the base model, at full fidelity)."""
     sweep = Sweep(
         name=payload.name,
         model=payload.model,
-        num_layers=num_layers,
+        model_key=model.key,
+        num_layers=model.num_layers,
         space={
             **space.to_spec(),
             **({"filters": filters.to_dict()} if filters.active else {}),
         },
-        evals=[spec.model_dump(mode="json") for spec in payload.evals],
+        evals=[spec.model_dump(mode="json") for spec in evals],
         strategy=strategy.spec.model_dump(mode="json"),
     )
-    base = Plan.base(num_layers)
-    top = len(strategy.levels(payload.evals)) - 1
+    base = Plan.base(model.num_layers)
+    top = len(strategy.levels(evals)) - 1
     sweep.candidates = [
         Candidate(
             ordinal=0,
@@ -241,16 +322,16 @@ def _new_sweep(
 def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     """Validate everything about a submission; nothing is stored (see ``store_sweep``)."""
     check_paths(payload, settings)  # before any file is opened: only names under the path roots
-    num_layers = model_depth(payload.model)
-    space = make_space(payload, num_layers, settings)
+    model = model_facts(payload.model)
+    space = make_space(payload, model.num_layers, settings)
     filters = make_filters(payload)
     result = enumerate_plans(space, filters)
     strategy = make_strategy(payload.strategy)
     stored = check_strategy_size(strategy, result.kept, settings)
-    check_evals(payload, settings)
+    evals = fingerprint_evals(payload, model, settings)
     check_strategy(strategy, payload, space, result.kept)
-    sweep = _new_sweep(payload, num_layers, space, filters, strategy)
-    base = Plan.base(num_layers).layers()
+    sweep = _new_sweep(payload, model, space, filters, evals, strategy)
+    base = Plan.base(model.num_layers).layers()
     points = [p for p in result.points if p.plan.layers() != base]
     return Submission(sweep, _summary(result, strategy, stored), points)
 

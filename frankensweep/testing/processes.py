@@ -146,13 +146,16 @@ def busy_pool_child(workers: list[psutil.Process]) -> psutil.Process | None:
 
 
 def stored(database_url: str, sweep_id: int) -> tuple[list, list]:
-    """The sweep's candidates and every result row of its base model, read directly (the
+    """The sweep's candidates and every result row of its model key, read directly (the
     results of other sweeps on other models, running meanwhile, are left out)."""
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
             candidates = list(conn.execute(select(Candidate).where(Candidate.sweep_id == sweep_id)))
-            model = conn.execute(select(Sweep.model).where(Sweep.id == sweep_id)).scalar_one()
+            row = conn.execute(
+                select(Sweep.model, Sweep.model_key).where(Sweep.id == sweep_id)
+            ).one()
+            model = row.model_key or row.model  # the key results are stored under
             query = select(Result.plan_digest, Result.eval_key).where(Result.model == model)
             results = list(conn.execute(query))
     finally:

@@ -141,19 +141,35 @@ def load_base_model(
 
 
 class ModelCache:
-    """Base models loaded once per process, by (spec, device, dtype)."""
+    """Base models loaded once per process, by (spec, device, dtype).
+
+    ``key`` (a sweep's model key, which changes with the model's files) tells versions apart: a
+    model whose files changed is loaded again, and the old version dropped first, so a process
+    never holds two copies of one model."""
 
     def __init__(self) -> None:
-        self._models: dict[tuple[str, str, str], BaseModel] = {}
+        self._models: dict[tuple[str, str, str], tuple[str | None, BaseModel]] = {}
         self._lock = threading.Lock()
 
-    def get(self, spec: str, device: str = "auto", dtype: str = "auto") -> BaseModel:
-        key = (spec, device, dtype)
+    def put(self, base: BaseModel, device: str, dtype: str, key: str | None = None) -> None:
+        """Keep a model loaded elsewhere (tests, benchmarks) as the one for these settings."""
         with self._lock:
-            if key not in self._models:
-                log.info("loading base model %s", spec)
-                self._models[key] = load_base_model(spec, device=device, dtype=dtype)
-            return self._models[key]
+            self._models[(base.spec, device, dtype)] = (key, base)
+
+    def get(
+        self, spec: str, device: str = "auto", dtype: str = "auto", key: str | None = None
+    ) -> BaseModel:
+        slot = (spec, device, dtype)
+        with self._lock:
+            held = self._models.get(slot)
+            if held is not None and (key is None or held[0] in (None, key)):
+                return held[1]
+            if held is not None:
+                log.info("model %s changed on disk: loading it again", spec)
+                del self._models[slot], held
+            log.info("loading base model %s", spec)
+            self._models[slot] = (key, load_base_model(spec, device=device, dtype=dtype))
+            return self._models[slot][1]
 
 
 #: the process's models: a worker process (or the embedded server) loads each base model once
