@@ -38,7 +38,14 @@ def serve(
         )
     mode = "embedded worker" if settings.embedded else "Celery workers"
     err.print(f"frankensweep on http://{host}:{port} ({mode}); API docs at /docs", highlight=False)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=5,  # an idle connection is closed after 5 s
+        limit_concurrency=settings.max_connections,
+    )
 
 
 @app.command()

@@ -20,6 +20,7 @@ from frankensweep.core.config import Settings
 from frankensweep.core.errors import UserError
 from frankensweep.core.paths import PathRefused, check_file_or_hub
 from frankensweep.db import Candidate, Sweep
+from frankensweep.db.store import active_sweeps, write_lock
 from frankensweep.evals.corpus import is_bundled
 from frankensweep.evals.registry import (
     AnyEvalSpec,
@@ -48,7 +49,14 @@ from frankensweep.sweeps.config import model_identity, model_key
 from frankensweep.sweeps.request import ExplicitSpaceIn, SweepCreate
 from frankensweep.sweeps.rounds import begin
 
-__all__ = ["Submission", "SubmissionError", "build_sweep", "store_sweep"]
+__all__ = [
+    "Submission",
+    "SubmissionError",
+    "TooManyActive",
+    "build_sweep",
+    "check_active",
+    "store_sweep",
+]
 
 Loc = tuple[str | int, ...]
 
@@ -126,6 +134,18 @@ def _same_model(a: str, b: str) -> bool:
         return False
 
 
+def check_positions(plan: Plan, loc: Loc, settings: Settings) -> None:
+    """A plan longer than ``FRANKENSWEEP_MAX_PLAN_POSITIONS`` is refused (its view, its KV cache
+    and its page would be unbounded)."""
+    if len(plan) > settings.max_plan_positions:
+        raise SubmissionError(
+            loc,
+            f"plan {str(plan)[:80]}{'...' if len(str(plan)) > 80 else ''} has {len(plan)} "
+            f"positions, over the cap of {settings.max_plan_positions} "
+            "(FRANKENSWEEP_MAX_PLAN_POSITIONS): shorten it",
+        )
+
+
 def check_slice_models(plan: Plan, loc: Loc) -> None:
     """A slice may only name a model that workers load: today the sweep's base model alone."""
     named = sorted({s.model for s in plan.slices if s.model is not None})
@@ -137,13 +157,16 @@ def check_slice_models(plan: Plan, loc: Loc) -> None:
         )
 
 
-def _explicit_space(space_in: ExplicitSpaceIn, model: str, num_layers: int) -> ExplicitSpace:
+def _explicit_space(
+    space_in: ExplicitSpaceIn, model: str, num_layers: int, settings: Settings
+) -> ExplicitSpace:
     plans: list[Plan] = []
     for i, text in enumerate(space_in.plans):
         try:
             plan = Plan.parse(text)
         except PlanError as exc:
             raise SubmissionError(("body", "space", "plans", i), str(exc)) from None
+        check_positions(plan, ("body", "space", "plans", i), settings)
         check_slice_models(plan, ("body", "space", "plans", i))
         plans.append(plan)
     for i, text in enumerate(space_in.recipes):
@@ -158,6 +181,7 @@ def _explicit_space(space_in: ExplicitSpaceIn, model: str, num_layers: int) -> E
                 f"the recipe is written for model {recipe.model}, this sweep's model is {model}: "
                 "submit it with that model, or write the sweep's model in the recipe",
             )
+        check_positions(recipe.plan, loc, settings)
         check_slice_models(recipe.plan, loc)
         plans.append(recipe.plan)
     if not plans:
@@ -171,7 +195,7 @@ def _explicit_space(space_in: ExplicitSpaceIn, model: str, num_layers: int) -> E
 def make_space(payload: SweepCreate, num_layers: int, settings: Settings) -> Space:
     """The submitted space over a model of ``num_layers``, small enough to enumerate."""
     if isinstance(payload.space, ExplicitSpaceIn):
-        space: Space = _explicit_space(payload.space, payload.model, num_layers)
+        space: Space = _explicit_space(payload.space, payload.model, num_layers, settings)
     else:
         spec = payload.space.model_dump(exclude={"filters"}, exclude_none=True)
         try:
@@ -192,8 +216,8 @@ def make_filters(payload: SweepCreate) -> Filters:
     return Filters.from_dict(filters_in.model_dump(exclude_none=True) if filters_in else None)
 
 
-def enumerate_plans(space: Space, filters: Filters) -> SpaceResult:
-    """The space's plans kept by the filters; at least one."""
+def enumerate_plans(space: Space, filters: Filters, settings: Settings) -> SpaceResult:
+    """The space's plans kept by the filters; at least one, none over the positions cap."""
     try:
         result = enumerate_space(space, filters)
     except InfeasibleSpaceError as exc:
@@ -202,6 +226,8 @@ def enumerate_plans(space: Space, filters: Filters) -> SpaceResult:
         raise SubmissionError(
             ("body", "space"), f"no plan is left to evaluate: {result.summary()}; relax the filters"
         )
+    longest = max((p.plan for p in result.points), key=len)
+    check_positions(longest, ("body", "space"), settings)
     return result
 
 
@@ -325,7 +351,7 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     model = model_facts(payload.model)
     space = make_space(payload, model.num_layers, settings)
     filters = make_filters(payload)
-    result = enumerate_plans(space, filters)
+    result = enumerate_plans(space, filters, settings)
     strategy = make_strategy(payload.strategy)
     stored = check_strategy_size(strategy, result.kept, settings)
     evals = fingerprint_evals(payload, model, settings)
@@ -336,8 +362,33 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     return Submission(sweep, _summary(result, strategy, stored), points)
 
 
-def store_sweep(session: Session, submission: Submission) -> int:
-    """Store the sweep and its strategy's first round; the number of candidates stored."""
+class TooManyActive(UserError):
+    """The cap on queued and running sweeps is reached (a retryable refusal: 429)."""
+
+
+def check_active(session: Session, max_active: int) -> None:
+    """Raise TooManyActive when ``max_active`` sweeps are queued or running."""
+    active = active_sweeps(session)
+    if active >= max_active:
+        raise TooManyActive(
+            f"{active} sweeps are queued or running, the cap is {max_active} "
+            "(FRANKENSWEEP_MAX_ACTIVE_SWEEPS): wait for one to end, or cancel one"
+        )
+
+
+def store_sweep(session: Session, submission: Submission, max_active: int | None = None) -> int:
+    """Store the sweep and its strategy's first round; the number of candidates stored.
+
+    With ``max_active``, the count of queued and running sweeps and the insert happen under one
+    lock (``write_lock``), so a burst of submissions never passes the cap.
+    """
+    if max_active is not None:
+        write_lock(session)
+        try:
+            check_active(session, max_active)
+        except TooManyActive:
+            session.rollback()
+            raise
     session.add(submission.sweep)
     session.commit()
     try:

@@ -379,6 +379,10 @@ def _store(
             if value is None or not math.isfinite(value):
                 unit.failed[cid] = f"{spec.kind}: {impl.metric} is {value} (not a finite number)"
                 continue
+            odd = sorted(k for k, v in outcome.metrics.items() if not math.isfinite(v))
+            if odd:  # JSON has no NaN: a stored score is finite throughout
+                unit.failed[cid] = f"{spec.kind}: {', '.join(odd)} not a finite number"
+                continue
             if cid not in held:  # taken from this unit meanwhile (cancelled, handed on)
                 continue
             upsert_result(

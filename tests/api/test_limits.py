@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from test_sweeps_api import count_rows
 
 from frankensweep.api.app import create_app
-from frankensweep.api.limits import BodySizeLimit
+from frankensweep.api.limits import BodyLimits
 from frankensweep.core.config import Settings
 from frankensweep.core.paths import is_hub_id
 from frankensweep.models import smollm2_path
@@ -256,7 +256,7 @@ def test_the_stream_is_counted_even_when_content_length_lies():
             sent.append(message)
 
         scope = {"type": "http", "headers": [(b"content-length", b"10")]}
-        await BodySizeLimit(app, max_bytes=1024)(scope, receive, send)
+        await BodyLimits(app, max_bytes=1024)(scope, receive, send)
 
     asyncio.run(run())
     assert not called

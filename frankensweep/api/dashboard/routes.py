@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import itertools
 import math
 from collections import Counter
 from datetime import UTC, datetime
@@ -17,15 +17,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
 from sqlalchemy import select
 
 from frankensweep import __version__
-from frankensweep.api.deps import RowId, SessionDep
-from frankensweep.api.routes.sweeps import public
+from frankensweep.api.deps import MAX_ID, RowId, SessionDep
+from frankensweep.api.routes.sweeps import public, space_summary
 from frankensweep.db import FINISHED_CANDIDATE, FINISHED_SWEEP, Candidate, Sweep
 from frankensweep.evals.registry import eval_key
 from frankensweep.search import Plan
@@ -68,37 +67,49 @@ def fmt_score(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1 else f"{value:.3f}"
 
 
-def plan_svg(plan: str, num_layers: int, scale: int = 3, height: int = 36) -> Markup:
-    """An inline SVG of a plan: one bar per position, its height the source layer.
+def plan_picture(plan: str, num_layers: int, scale: int = 3, height: int = 36) -> dict[str, Any]:
+    """The geometry of a plan's picture (``_plan.html`` draws it, escaping every text):
+    one bar per position, its height the source layer.
 
     Positions whose source layer runs more than once are drawn in the accent colour; the
-    first position of each slice gets a tick, so jumps read as drops in the staircase.
+    first position of each slice gets a tick, so jumps read as drops in the staircase. Bars are
+    drawn as one SVG path per run of positions of one slice and one colour (a title each), so a
+    page stays small however long its plans.
     """
     parsed = Plan.parse(plan)
-    layers = parsed.layers()
-    counts = Counter(layers)
-    top = max(num_layers, max(layers) + 1, 1)
-    width = max(len(layers) * scale, 1)
-    starts, position = set(), 0
+    counts = Counter(parsed.layers())
+    top = max(num_layers, max(counts) + 1, 1)
+    width = max(scale - 1, 1)
+    runs: list[dict[str, Any]] = []
+    cuts, position = [], 0
     for s in parsed.slices:
-        starts.add(position)
-        position += len(s)
-    bars = []
-    for i, layer in enumerate(layers):
-        h = max(1.0, (layer + 1) / top * (height - 4))
-        cls = "rep" if counts[layer] > 1 else "once"
-        bars.append(
-            f'<rect class="{cls}" x="{i * scale}" y="{height - h:.1f}" width="{max(scale - 1, 1)}"'
-            f' height="{h:.1f}"><title>position {i}: layer {layer}'
-            f"{' (runs ' + str(counts[layer]) + 'x)' if counts[layer] > 1 else ''}</title></rect>"
-        )
-        if i in starts and i:
-            bars.append(f'<rect class="cut" x="{i * scale - 1}" y="0" width="1" height="4"/>')
-    label = f"plan {plan}: {len(layers)} positions, max repeats {max(counts.values())}"
-    return Markup(
-        f'<svg class="plan" role="img" aria-label="{label}" width="{width}" height="{height}"'
-        f' viewBox="0 0 {width} {height}">{"".join(bars)}</svg>'
-    )
+        if position:
+            cuts.append(f"M{position * scale - 1} 0h1v4h-1z")
+        for rep, group in itertools.groupby(s.layers(), key=lambda layer: counts[layer] > 1):
+            layers = list(group)
+            bars = []
+            for layer in layers:
+                h = max(1.0, (layer + 1) / top * (height - 4))
+                bars.append(f"M{position * scale} {height - h:.1f}h{width}V{height}h-{width}z")
+                position += 1
+            first, last = position - len(layers), position - 1
+            where = f"position {first}" if first == last else f"positions {first}-{last}"
+            what = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
+            model = f" of {s.model}" if s.model else ""
+            runs.append(
+                {
+                    "cls": "rep" if rep else "once",
+                    "d": "".join(bars),
+                    "title": f"{where}: {what}{model}{' (repeated)' if rep else ''}",
+                }
+            )
+    return {
+        "label": f"plan {plan}: {position} positions, max repeats {max(counts.values())}",
+        "width": max(position * scale, 1),
+        "height": height,
+        "runs": runs,
+        "cuts": "".join(cuts),
+    }
 
 
 def strategy_text(strategy: dict[str, Any]) -> str:
@@ -125,7 +136,7 @@ templates.env.globals.update(
     fmt_time=fmt_time,
     fmt_seconds=fmt_seconds,
     fmt_score=fmt_score,
-    plan_svg=plan_svg,
+    plan_picture=plan_picture,
     strategy_text=strategy_text,
     round_text=round_text,
     version=__version__,
@@ -187,8 +198,12 @@ def get_or_404(session, model, key: int, what: str):
     return row
 
 
-def sweep_view(session, sweep: Sweep) -> dict[str, Any]:
-    """Everything the sweep page (and its live fragment) renders."""
+#: leaderboard rows per page of the sweep page (the chart data holds every row)
+PAGE_ROWS = 100
+
+
+def sweep_view(session, sweep: Sweep, page: int = 1) -> dict[str, Any]:
+    """Everything the sweep page (and its live fragment) renders: page ``page`` of its rows."""
     info = public(session, sweep)
     config = sweep_config(sweep)
     metrics = config.metrics
@@ -225,15 +240,22 @@ def sweep_view(session, sweep: Sweep) -> dict[str, Any]:
             for r in board.rows
         ],
     }
+    pages = max(1, math.ceil(len(board.rows) / PAGE_ROWS))
+    page = min(page, pages)
     return {
         "sweep": info,
+        "space": space_summary(sweep.space),
         "progress": progress(info, sweep),
         "board": board,
+        "page_rows": board.rows[(page - 1) * PAGE_ROWS : page * PAGE_ROWS],
+        "page": page,
+        "pages": pages,
+        "first_row": (page - 1) * PAGE_ROWS + 1,
         "level_metrics": [level.metric for level in levels],
         "metrics": all_metrics,
         "higher": chart["higher"],
         "param_names": param_names,
-        "chart_json": json.dumps(chart).replace("</", "<\\/"),
+        "chart": chart,
         "running": info.status not in FINISHED_SWEEP,
     }
 
@@ -281,13 +303,17 @@ def new_sweep_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 @router.get("/sweeps/{sweep_id}", response_class=HTMLResponse)
 def sweep_page(
-    sweep_id: RowId, request: Request, session: SessionDep, fragment: bool = False
+    sweep_id: RowId,
+    request: Request,
+    session: SessionDep,
+    fragment: bool = False,
+    page: int = Query(1, ge=1, le=MAX_ID),
 ) -> HTMLResponse:
-    """One sweep: progress, ranked table, heatmap, best-so-far, plan pictures."""
+    """One sweep: progress, ranked table (a page of rows), heatmap, best-so-far, plan pictures."""
     sweep = session.get(Sweep, sweep_id)
     if sweep is None:
         return not_found(request, f"sweep {sweep_id} not found")
-    context = sweep_view(session, sweep) | {"title": f"Sweep {sweep.id}: {sweep.name}"}
+    context = sweep_view(session, sweep, page) | {"title": f"Sweep {sweep.id}: {sweep.name}"}
     name = "_sweep_live.html" if fragment else "sweep.html"
     return templates.TemplateResponse(request, name, context)
 

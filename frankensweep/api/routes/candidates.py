@@ -6,13 +6,14 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import PlainTextResponse
 
 from frankensweep.api.deps import RowId, SessionDep
+from frankensweep.api.routes import StrictJSONRoute
 from frankensweep.api.schemas import CandidatePublic
 from frankensweep.db import Candidate
 from frankensweep.search import DTYPES, Plan, plan_to_recipe
 from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.leaderboard import candidate_scores
 
-router = APIRouter(prefix="/api/candidates", tags=["candidates"])
+router = APIRouter(prefix="/api/candidates", tags=["candidates"], route_class=StrictJSONRoute)
 
 
 class YAMLResponse(PlainTextResponse):

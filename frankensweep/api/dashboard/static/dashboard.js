@@ -217,6 +217,19 @@ const FS = (() => {
     return sorted;
   }
 
+  // a paragraph holding ``text`` as text (never parsed as markup)
+  function emptyNote(text) {
+    const p = document.createElement("p");
+    p.className = "empty";
+    p.textContent = text;
+    return p;
+  }
+
+  // Plotly draws a trace's text with a few HTML-like tags: user text goes in as entities
+  function plotlyText(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
   function drawHeatmap(data) {
     const box = document.getElementById("heatmap");
     const controls = document.getElementById("heat-controls");
@@ -225,10 +238,13 @@ const FS = (() => {
     const names = Object.keys(params);
     if (names.length < 2) {
       controls.innerHTML = "";
-      box.innerHTML =
-        '<p class="empty">A heatmap needs two space parameters that vary (this space has ' +
-        (names.length ? names.join(", ") : "none") +
-        ").</p>";
+      box.replaceChildren(
+        emptyNote(
+          "A heatmap needs two space parameters that vary (this space has " +
+            (names.length ? names.join(", ") : "none") +
+            ")."
+        )
+      );
       return;
     }
     if (!names.includes(heat.x)) heat.x = names[0];
@@ -343,7 +359,7 @@ const FS = (() => {
         name: "candidate",
         x: times,
         y: done.map((r) => r.scores[metric]),
-        text: done.map((r) => r.plan),
+        text: done.map((r) => plotlyText(r.plan)),
         marker: { color: "#9aa5b1", size: 7 },
         hovertemplate: "%{text}<br>" + metric + "=%{y}<extra></extra>",
       },
