@@ -42,7 +42,7 @@ from frankensweep.evals.perplexity import (
     tokenize_corpus,
 )
 from frankensweep.evals.prefix import DEFAULT_MEMORY_BUDGET, PrefixStats, tree_nodes
-from frankensweep.mergekit import MERGEKIT_FLAGS, mergekit_command
+from frankensweep.export.mergekit import MERGEKIT_FLAGS, mergekit_command
 from frankensweep.search import Filters, OverlapSpace, Plan, enumerate_space, plan_to_recipe
 from frankensweep.worker.prefix_views import shared_view_perplexities
 from frankensweep.worker.views import build_view
