@@ -396,13 +396,21 @@ def _export_candidate(
         return None, None
     if name == "gguf":
         assert out_path is not None
-        with progress_bar() as bar, staged_output(out_path, force) as staged:
-            task = bar.add_task(f"downloading {out_path.name}", total=None)
-            size = client.download(
-                f"/api/candidates/{candidate}/export.gguf",
-                staged,
-                lambda done, total: bar.update(task, completed=done, total=total),
-            )
+        bar, tasks = progress_bar(), []
+
+        def advance(done: int, total: int | None) -> None:
+            if not tasks:  # the bar shows once the server has answered with the file
+                bar.start()
+                tasks.append(bar.add_task(f"downloading {out_path.name}", total=total))
+            bar.update(tasks[0], completed=done)
+
+        try:
+            with staged_output(out_path, force) as staged:
+                path = f"/api/candidates/{candidate}/export.gguf"
+                size = client.download(path, staged, advance)
+        finally:
+            if tasks:
+                bar.stop()
         err.print(f"wrote {out_path} ({size / 2**20:.1f} MiB)", highlight=False, markup=False)
         return None, None
     found = client.candidate(candidate)
