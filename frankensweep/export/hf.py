@@ -106,5 +106,6 @@ def write_view(base: BaseModel, request: ExportRequest, out: Path) -> int:
     generation: Any = getattr(view, "generation_config", None)
     if generation is not None:
         generation.save_pretrained(out)
-    base.tokenizer.save_pretrained(out)
+    if base.tokenizer is not None:
+        base.tokenizer.save_pretrained(out)
     return sum(spec.data_len for spec in specs.values())
