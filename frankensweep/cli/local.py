@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import TaskID
 from rich.table import Table
 
 from frankensweep.cli.app import (
@@ -329,8 +330,9 @@ def export(
     if exporter.name == "mergekit":
         _export_recipe(request, layers, out_path, force)
         return
+    assert out_path is not None  # required above for every format but mergekit
     quiet_libraries()
-    _write_export(exporter.name, request, out_path, force)  # type: ignore[arg-type]
+    _write_export(exporter.name, request, out_path, force)
 
 
 def _export_recipe(request, layers: int | None, out_path: Path | None, force: bool) -> None:
@@ -396,7 +398,7 @@ def _export_candidate(
         return None, None
     if name == "gguf":
         assert out_path is not None
-        bar, tasks = progress_bar(), []
+        bar, tasks = progress_bar(), list[TaskID]()
 
         def advance(done: int, total: int | None) -> None:
             if not tasks:  # the bar shows once the server has answered with the file

@@ -40,7 +40,7 @@ def test_the_directory_loads_to_the_view_s_logits_bit_for_bit(family_model, tmp_
 
 
 def test_repeated_layers_are_written_per_position_and_ties_once(family_model):
-    family, model = family_model
+    _, model = family_model
     tensors = view_tensors(build_view(model, Plan.parse(PLAN)))
     positions = {int(n.split(".")[2]) for n in tensors if n.startswith("model.layers.")}
     assert positions == set(range(12))
