@@ -7,8 +7,8 @@ The rule, exactly (source: a ``.gguf`` base model; plan: a self-merge valid for 
   bytes copied unchanged in whatever type they have (Q4_1, Q8_0, F32...: nothing is dequantized,
   and a repeated layer is written once per position, since GGUF has no tensor aliasing);
 - every other tensor (embeddings, final norm, output) is copied as is; the decoder tensors take the
-  place of the source's first ``blk.*`` tensor, so the identity plan ``0-N`` writes the source's
-  tensor order;
+  place of the source's first ``blk.*`` tensor, in position order (``blk.0``, ``blk.1``, ...;
+  some converters sort them as text: ``blk.1``, ``blk.10``), each layer's in the source's order;
 - ``<arch>.block_count`` becomes the plan's depth; every other ``<arch>.*`` metadata array with N
   entries is a per-layer value (head counts, feed-forward sizes, sliding-window flags written as
   arrays) and is remapped by source layer; all other metadata (tokenizer, names, chat template)
@@ -19,8 +19,9 @@ other models; and plans that would move a layer of gemma2 / gemma3 to a position
 attention kind, because llama.cpp derives sliding-window attention from the layer *index* (every
 2nd, resp. 6th, layer attends globally) unless the file carries the flags as an array.
 
-Writing streams: the metadata is encoded by gguf's ``GGUFWriter`` (a few MiB at most: the
-tokenizer), the tensor data is read from the source file at its offsets in chunks of
+Writing streams: the source's header is walked once (:func:`read_layout`), the output's
+metadata and tensor table are encoded by gguf's ``GGUFWriter`` (a few MiB at most: the
+tokenizer), and the tensor data is read from the source file at its offsets in chunks of
 :data:`CHUNK` bytes and written out, so memory stays far below the file's size.
 """
 
