@@ -268,7 +268,7 @@ def _winner_leaves(client: Client, winner: dict, gguf_path: Path) -> None:
     out.print(
         f"\nwinner {winner['plan']} ({winner['positions']} layers) as a GGUF file: {gguf_path} "
         f"({size / 2**20:.1f} MiB, the base file's own Q4_1/Q8_0 tensors, repeated layers "
-        f"written again; llama.cpp loads it)\n"
+        f"written again: a file for llama.cpp)\n"
         f"  frankensweep export --candidate {candidate} --format gguf --out winner.gguf\n",
         markup=False,
     )
