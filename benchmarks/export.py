@@ -36,8 +36,13 @@ PLAN = "0-16,8-24,16-30"
 LOAD_SCRIPT = r"""
 import hashlib, json, os, sys, time
 os.environ["TQDM_DISABLE"] = "1"
-import torch, transformers
+import gguf, torch, transformers
 from frankensweep.models import resolve_spec, smollm2_path
+parses, reader = [], gguf.GGUFReader
+def counted(*args, **kwargs):
+    parses.append(args[0])
+    return reader(*args, **kwargs)
+gguf.GGUFReader = counted  # counts the files really parsed (load_base_model shares them)
 from frankensweep.worker.loading import load_base_model
 transformers.utils.logging.set_verbosity_error()
 spec = str(smollm2_path())
@@ -55,7 +60,8 @@ digest = hashlib.sha256()
 for name, tensor in sorted(model.state_dict().items()):
     digest.update(name.encode()); digest.update(tensor.contiguous().numpy().tobytes())
 ids = tokenizer("The three primary colours are red, yellow and blue.").input_ids
-print(json.dumps({"seconds": seconds, "state": digest.hexdigest(), "ids": ids}))
+result = {"seconds": seconds, "parses": len(parses), "state": digest.hexdigest(), "ids": ids}
+print(json.dumps(result))
 """
 
 
@@ -76,7 +82,7 @@ def run(quick: bool) -> Section:
     from frankensweep.search import Plan, plan_to_recipe
 
     source = smollm2_path()
-    rounds = 2 if quick else 3
+    rounds, load_rounds = (2, 2) if quick else (3, 5)
     section = Section(
         "export",
         f"SmolLM2-135M-Instruct Q4_1 GGUF ({fmt_bytes(source.stat().st_size)}), plan {PLAN} "
@@ -84,7 +90,7 @@ def run(quick: bool) -> Section:
         "GGUF load time with the file parsed once vs three times.",
         quick=quick,
     )
-    section.settings = {"rounds": str(rounds), "plan": PLAN}
+    section.settings = {"export rounds": str(rounds), "load rounds": str(load_rounds)}
     frankensweep = executable("frankensweep")
     work = Path(tempfile.mkdtemp(prefix="fs-bench-export-"))
     try:
@@ -170,9 +176,9 @@ def run(quick: bool) -> Section:
 
         # -- GGUF load ---------------------------------------------------------------------
         loads: dict[str, list[dict]] = {"before": [], "after": []}
-        for i in range(rounds):
+        for i in range(load_rounds):
             for mode in ("before", "after") if i % 2 == 0 else ("after", "before"):
-                step(f"GGUF load round {i + 1}/{rounds}: {mode}")
+                step(f"GGUF load round {i + 1}/{load_rounds}: {mode}")
                 loads[mode].append(_load(mode))
         before = median([r["seconds"] for r in loads["before"]])
         after = median([r["seconds"] for r in loads["after"]])
@@ -182,6 +188,20 @@ def run(quick: bool) -> Section:
         )
         section.add("GGUF load after (load_base_model, 1 parse), median", fmt_seconds(after))
         section.add("GGUF load before / after", f"{before / after:.2f}x")
+        section.add(
+            "GGUF metadata parses (GGUFReader) per load, before / after",
+            f"{loads['before'][0]['parses']} / {loads['after'][0]['parses']}",
+            target="3 / 1",
+            ok=[r["parses"] for r in loads["before"]] == [3] * load_rounds
+            and [r["parses"] for r in loads["after"]] == [1] * load_rounds,
+        )
+        section.add(
+            "GGUF load per round, before / after (alternating order)",
+            ", ".join(
+                f"{fmt_seconds(b['seconds'])} / {fmt_seconds(a['seconds'])}"
+                for b, a in zip(loads["before"], loads["after"], strict=True)
+            ),
+        )
         same = all(
             r["state"] == loads["before"][0]["state"] and r["ids"] == loads["before"][0]["ids"]
             for r in loads["before"] + loads["after"]

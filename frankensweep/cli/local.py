@@ -331,7 +331,8 @@ def export(
         _export_recipe(request, layers, out_path, force)
         return
     assert out_path is not None  # required above for every format but mergekit
-    quiet_libraries()
+    if exporter.name == "hf":
+        quiet_libraries()  # transformers loads the model; gguf never imports it
     _write_export(exporter.name, request, out_path, force)
 
 
