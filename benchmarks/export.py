@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from benchmarks import Section, fmt_bytes, fmt_seconds, median, step
-from benchmarks.sweep import PeakRss, dir_bytes, executable, io_written, run_child
+from benchmarks.sweep import PeakRss, dir_bytes, io_written, run_child
 
 PLAN = "0-16,8-24,16-30"
 
@@ -65,6 +65,36 @@ print(json.dumps(result))
 """
 
 
+#: ``frankensweep ARGS`` in a fresh interpreter that reports its own peak RSS (``VmHWM`` of its
+#: memory map): ``wait4``'s ru_maxrss would count the benchmark process it was forked from
+CLI_SCRIPT = r"""
+import re, sys
+from frankensweep.cli import main
+sys.argv = ["frankensweep", *sys.argv[1:]]
+try:
+    main()
+finally:
+    status = open("/proc/self/status").read()
+    print("VmHWM", int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024, file=sys.stderr)
+"""
+
+
+def _cli(*args: str) -> tuple[float, int]:
+    """Run ``frankensweep ARGS``; its wall-clock seconds and its own peak RSS in bytes."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI_SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"},
+    )
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"frankensweep {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    peak = int(proc.stderr.strip().splitlines()[-1].split()[1])
+    return seconds, peak
+
+
 def _load(mode: str) -> dict:
     proc = subprocess.run(
         [sys.executable, "-c", LOAD_SCRIPT, mode],
@@ -91,7 +121,6 @@ def run(quick: bool) -> Section:
         quick=quick,
     )
     section.settings = {"export rounds": str(rounds), "load rounds": str(load_rounds)}
-    frankensweep = executable("frankensweep")
     work = Path(tempfile.mkdtemp(prefix="fs-bench-export-"))
     try:
         # -- GGUF export ------------------------------------------------------------------
@@ -99,8 +128,7 @@ def run(quick: bool) -> Section:
         for i in range(rounds):
             step(f"GGUF export round {i + 1}/{rounds}")
             out = work / f"cli-{i}.gguf"
-            command = [frankensweep, "export", "-f", "gguf", "-m", str(source), "-p", PLAN]
-            cli.append(run_child([*command, "-o", str(out)], work / "export.log"))
+            cli.append(_cli("export", "-f", "gguf", "-m", str(source), "-p", PLAN, "-o", str(out)))
             size = out.stat().st_size
             out.unlink()
             target = work / f"inproc-{i}.gguf"
@@ -116,11 +144,11 @@ def run(quick: bool) -> Section:
         section.add("GGUF export: file written", f"{fmt_bytes(size)} ({size:,} B)")
         section.add(
             "GGUF export, frankensweep export subprocess: wall-clock, median",
-            fmt_seconds(median([c.seconds for c in cli])),
+            fmt_seconds(median([seconds for seconds, _ in cli])),
         )
         section.add(
             "GGUF export, frankensweep export subprocess: peak RSS (max)",
-            fmt_bytes(max(c.peak_rss for c in cli)),
+            fmt_bytes(max(peak for _, peak in cli)),
         )
         section.add(
             "GGUF export in process (prepare_gguf + write): time, median",
@@ -141,10 +169,7 @@ def run(quick: bool) -> Section:
         # -- the convert + mergekit route -------------------------------------------------
         step("frankensweep convert (GGUF -> HF fp32)")
         base_dir, merged = work / "base-hf", work / "merged"
-        convert = run_child(
-            [frankensweep, "convert", "-m", str(source), "--out", str(base_dir)],
-            work / "convert.log",
-        )
+        convert_seconds, convert_peak = _cli("convert", "-m", str(source), "--out", str(base_dir))
         recipe = work / "recipe.yml"
         recipe.write_text(plan_to_recipe(Plan.parse(PLAN), str(base_dir), "float32"))
         step("mergekit-yaml")
@@ -154,18 +179,17 @@ def run(quick: bool) -> Section:
         converted, merged_bytes = dir_bytes(base_dir), dir_bytes(merged)
         section.add(
             "route: frankensweep convert: time, peak RSS, disk",
-            f"{fmt_seconds(convert.seconds)}, {fmt_bytes(convert.peak_rss)}, "
-            f"{fmt_bytes(converted)}",
+            f"{fmt_seconds(convert_seconds)}, {fmt_bytes(convert_peak)}, {fmt_bytes(converted)}",
         )
         section.add(
             "route: mergekit-yaml (fp32 merged model): time, peak RSS, disk",
             f"{fmt_seconds(mergekit.seconds)}, {fmt_bytes(mergekit.peak_rss)}, "
             f"{fmt_bytes(merged_bytes)}",
         )
-        cli_seconds = median([c.seconds for c in cli])
+        cli_seconds = median([seconds for seconds, _ in cli])
         section.add(
             "route so far (convert + mergekit) / GGUF export: time",
-            f"{(convert.seconds + mergekit.seconds) / cli_seconds:.1f}x",
+            f"{(convert_seconds + mergekit.seconds) / cli_seconds:.1f}x",
         )
         section.add(
             "route so far / GGUF export: bytes written",
@@ -220,7 +244,10 @@ def run(quick: bool) -> Section:
         "each tensor's bytes are read from the source at their offset in 8 MiB chunks and "
         "written out; repeated layers are written once per position (GGUF has no aliasing). "
         "Peak RSS growth in process is the metadata as Python objects plus one chunk; the "
-        "subprocess figure adds the interpreter and imports.",
+        "subprocess figures (frankensweep export and convert) are each process's own peak "
+        "(VmHWM), interpreter and imports included; mergekit-yaml's is wait4's ru_maxrss, which "
+        "also counts the benchmark process it was forked from (about 250 MiB here, below its "
+        "own peak).",
         "The route: mergekit reads Hugging Face weights, so the Q4_1 GGUF is first dequantized to "
         "an fp32 directory (frankensweep convert), mergekit writes the merged fp32 model; to "
         "get a GGUF back one would then run llama.cpp's convert_hf_to_gguf.py (a script of the "
