@@ -31,7 +31,10 @@ def tiny_gguf(path: Path, arch: str = "llama", **extra) -> Path:
     writer.add_array(f"{arch}.rope.dimension_sections", [1, 2])  # not per layer: 2 entries
     writer.add_array("tokenizer.ggml.tokens", ["a", "b", "c"])
     for key, value in extra.items():
-        writer.add_uint32(key, value)
+        if isinstance(value, list):
+            writer.add_array(key, value)
+        else:
+            writer.add_uint32(key, value)
     writer.add_tensor("token_embd.weight", np.zeros((3, 8), dtype=np.float32))
     for layer in range(LAYERS):
         writer.add_tensor(f"blk.{layer}.attn_q.weight", np.full((8, 8), layer, dtype=np.float32))
@@ -80,6 +83,15 @@ def test_gemma2_exports_plans_that_keep_each_layer_s_attention_kind(tmp_path):
     out = tmp_path / "kept.gguf"
     run("export", "-f", "gguf", "-m", str(source), "-p", "0-2,0-4", "-o", str(out))
     assert GGUFReader(out).fields["gemma2.block_count"].contents() == 6
+
+
+def test_gemma2_flags_written_as_an_array_follow_their_layers_in_any_plan(tmp_path):
+    key = "gemma2.attention.sliding_window_pattern"
+    flags = [True, False, True, False]
+    source = tiny_gguf(tmp_path / "gemma2.gguf", arch="gemma2", **{key: flags})
+    out = tmp_path / "moved.gguf"
+    run("export", "-f", "gguf", "-m", str(source), "-p", "0-1,0-4", "-o", str(out))
+    assert GGUFReader(out).fields[key].contents() == [True, True, False, True, False]
 
 
 def test_mergekit_recipe_to_a_file_and_on_stdout_with_the_gguf_note(tmp_path):
