@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,21 +11,9 @@ import pytest
 import yaml
 
 from frankensweep.search import Plan, recipe_to_plan
+from frankensweep.testing.processes import run_cli as run
 
 EXE = shutil.which("frankensweep", path=str(Path(sys.executable).parent))
-
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=600, env=_env())
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-def _env() -> dict:
-    import os
-
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
 
 
 def test_plans_prints_one_json_object_per_plan_and_counts_to_stderr():

@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from frankensweep.mergekit import mergekit_command
+from frankensweep.export.mergekit import mergekit_command
 from frankensweep.search import Plan
 from frankensweep.worker.views import build_view, decoder_stack
 

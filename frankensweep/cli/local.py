@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import TaskID
 from rich.table import Table
 
 from frankensweep.cli.app import (
@@ -33,7 +34,6 @@ from frankensweep.search import (
     RysSpace,
     Space,
     enumerate_space,
-    plan_to_recipe,
 )
 
 # ---------------------------------------------------------------------------------------- plans
@@ -273,43 +273,151 @@ def export(
     candidate: Annotated[
         int | None, typer.Option(help="A stored candidate's id (asks the server at --url).")
     ] = None,
-    dtype: Annotated[str, typer.Option(help=f"Recipe dtype: {', '.join(DTYPES)}.")] = "bfloat16",
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="mergekit (the recipe), gguf (the base GGUF's own tensors per position) "
+            "or hf (a Hugging Face directory).",
+        ),
+    ] = "mergekit",
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="File (gguf, mergekit) or directory (hf); mergekit: stdout if none."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            help=f"mergekit: recipe dtype (bfloat16); hf: weights dtype ({', '.join(DTYPES)})."
+        ),
+    ] = None,
     recipe_model: Annotated[
         str | None,
         typer.Option(help="Model name to write in the recipe (default: --model as given)."),
     ] = None,
     layers: Annotated[
-        int | None, typer.Option(help="Depth N, to skip reading the model's config.", min=1)
+        int | None,
+        typer.Option(help="Depth N, to skip reading the model's config (mergekit).", min=1),
     ] = None,
     url: Annotated[str, typer.Option(help="The server, with --candidate.")] = DEFAULT_URL,
 ) -> None:
-    """Print the mergekit passthrough recipe (YAML) of a plan, or of a stored candidate."""
-    if candidate is not None:
-        if model is not None or plan is not None:
-            fail("give either --candidate or --model with --plan, not both")
-        from frankensweep.client import Client
+    """Export a plan or a stored candidate: mergekit recipe, GGUF file or HF directory."""
+    from frankensweep.export import ExportRequest, check_output, get_exporter
 
-        out.print(Client(url).recipe(candidate, dtype), end="", markup=False)
-        return
-    if model is None or plan is None:
+    exporter = get_exporter(format_)
+    if candidate is not None and (model is not None or plan is not None):
+        fail("give either --candidate or --model with --plan, not both")
+    if candidate is None and (model is None or plan is None):
         fail("export needs --model and --plan (or --candidate ID)")
+    if out_path is None and exporter.name != "mergekit":
+        kind = "directory" if exporter.directory else "file"
+        fail(f"--format {exporter.name} needs --out (a {kind} to write)")
+    if out_path is not None:
+        check_output(out_path, force)
+    if dtype is not None and dtype not in DTYPES:
+        fail(f"dtype {dtype!r} is not supported: use one of {', '.join(DTYPES)}")
+    if candidate is not None:
+        model, plan = _export_candidate(candidate, exporter.name, out_path, force, dtype, url)
+        if model is None:
+            return
+    assert model is not None and plan is not None
+    parsed = Plan.parse(plan)
+    request = ExportRequest(model=model, plan=parsed, dtype=dtype, recipe_model=recipe_model)
+    if exporter.name == "mergekit":
+        _export_recipe(request, layers, out_path, force)
+        return
+    assert out_path is not None  # required above for every format but mergekit
+    if exporter.name == "hf":
+        quiet_libraries()  # transformers loads the model; gguf never imports it
+    _write_export(exporter.name, request, out_path, force)
+
+
+def _export_recipe(request, layers: int | None, out_path: Path | None, force: bool) -> None:
+    """The recipe on stdout (or in ``out_path``), with a note on stderr for a GGUF base model."""
+    from frankensweep.export import export as write_export
+    from frankensweep.export.mergekit import gguf_note, recipe_text
     from frankensweep.models import read_num_layers, resolve_spec
 
-    parsed = Plan.parse(plan)
-    if dtype not in DTYPES:
-        fail(f"dtype {dtype!r} is not supported: use one of {', '.join(DTYPES)}")
-    resolve_spec(model)  # a missing model file is an error even with --layers
+    text = recipe_text(request)  # a bad dtype fails before the model is read
+    resolve_spec(request.model)  # a missing model file is an error even with --layers
     if layers is None:
         quiet_libraries()
-        layers = read_num_layers(model)
-    parsed.validate(layers)
-    if model.lower().endswith(".gguf") and recipe_model is None:
-        err.print(
-            "note: mergekit reads Hugging Face weights, not GGUF: run `frankensweep convert "
-            f"--model {model} --out DIR` and pass --recipe-model DIR",
-            highlight=False,
-        )
-    out.print(plan_to_recipe(parsed, recipe_model or model, dtype), end="", markup=False)
+        layers = read_num_layers(request.model)
+    request.plan.validate(layers)
+    note = gguf_note(request.model, request.recipe_model)
+    if note:
+        err.print(f"note: {note}", highlight=False, markup=False)
+    if out_path is None:
+        out.print(text, end="", markup=False)
+        return
+    size = write_export("mergekit", request, out_path, force=force)
+    err.print(f"wrote {out_path} ({size} bytes)", highlight=False, markup=False)
+
+
+def _write_export(name: str, request, out_path: Path, force: bool) -> None:
+    """Write a GGUF file or an HF directory, with a progress bar or a spinner."""
+    from frankensweep.export import get_exporter, staged_output
+
+    with status(f"checking {request.model}"):
+        job = get_exporter(name).prepare(request)
+    directory = get_exporter(name).directory
+    if job.total is None:
+        with status(f"writing {out_path}"), staged_output(out_path, force, directory) as staged:
+            size = job.write(staged)
+    else:
+        with progress_bar() as bar, staged_output(out_path, force, directory) as staged:
+            task = bar.add_task(f"writing {out_path.name}", total=job.total)
+            size = job.write(staged, lambda n: bar.advance(task, n))
+    err.print(
+        f"wrote {out_path} ({size / 2**20:.1f} MiB; {len(request.plan)} layers: {request.plan})",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _export_candidate(
+    candidate: int, name: str, out_path: Path | None, force: bool, dtype: str | None, url: str
+) -> tuple[str | None, str | None]:
+    """Export a stored candidate through the server: the recipe and the GGUF file come from the
+    server; for an HF directory, the candidate's plan and model are read and written here."""
+    from frankensweep.client import Client
+    from frankensweep.export import staged_output
+
+    client = Client(url)
+    if name == "mergekit":
+        text = client.recipe(candidate, dtype or "bfloat16")
+        if out_path is None:
+            out.print(text, end="", markup=False)
+        else:
+            with staged_output(out_path, force) as staged:
+                staged.write_text(text, encoding="utf-8")
+            err.print(f"wrote {out_path}", highlight=False, markup=False)
+        return None, None
+    if name == "gguf":
+        assert out_path is not None
+        bar, tasks = progress_bar(), list[TaskID]()
+
+        def advance(done: int, total: int | None) -> None:
+            if not tasks:  # the bar shows once the server has answered with the file
+                bar.start()
+                tasks.append(bar.add_task(f"downloading {out_path.name}", total=total))
+            bar.update(tasks[0], completed=done)
+
+        try:
+            with staged_output(out_path, force) as staged:
+                path = f"/api/candidates/{candidate}/export.gguf"
+                size = client.download(path, staged, advance)
+        finally:
+            if tasks:
+                bar.stop()
+        err.print(f"wrote {out_path} ({size / 2**20:.1f} MiB)", highlight=False, markup=False)
+        return None, None
+    found = client.candidate(candidate)
+    return client.sweep(found["sweep_id"])["model"], found["plan"]
 
 
 @app.command()

@@ -26,6 +26,16 @@ from frankensweep.search import Plan, recipe_to_plan
 BIN = Path(sys.executable).parent
 
 
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``frankensweep ARGS`` as a process (offline, wide terminal); exit 0 asserted if ``check``."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    exe = str(BIN / "frankensweep")
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=600, env=env)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 class Processes:
     """Started processes, each logging to a file; all stopped at the end."""
 

@@ -1,12 +1,20 @@
 """Loading base models: Hugging Face directories, hub ids and GGUF files, on a chosen device.
 
 A worker process keeps what it loaded in :data:`MODELS` (one load per model and settings).
+
+A GGUF file is parsed once per load: transformers reads its metadata with gguf's ``GGUFReader``
+for the tokenizer's config, again for the model's config and a third time for the tensors (each
+parse walks every tokenizer entry: ~1/3 of the load on SmolLM2); :func:`gguf_parsed_once` hands
+all three the first parse (figures in docs/benchmarks.md, section ``export``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +115,38 @@ def make_serializable(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
+_PARSE_LOCK = threading.Lock()
+
+
+@contextmanager
+def gguf_parsed_once() -> Iterator[dict[str, Any]]:
+    """While inside, every ``gguf.GGUFReader(path)`` returns the first reader made for that file.
+
+    transformers imports ``GGUFReader`` from ``gguf`` when it reads a file, so the readers it
+    makes for the tokenizer, the config and the tensors are one; the readers only read. Yields
+    the readers made, by real path. Loads that share it run one at a time.
+    """
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[str, Any] = {}
+
+    def shared(path: Any, mode: Any = "r") -> Any:
+        if mode != "r":
+            return original(path, mode)
+        key = os.path.realpath(path)
+        if key not in readers:
+            readers[key] = original(path)
+        return readers[key]
+
+    with _PARSE_LOCK:
+        setattr(gguf, "GGUFReader", shared)  # noqa: B010  (a module attribute, set for the load)
+        try:
+            yield readers
+        finally:
+            setattr(gguf, "GGUFReader", original)  # noqa: B010
+
+
 def load_base_model(
     spec: str,
     device: str = "auto",
@@ -121,12 +161,13 @@ def load_base_model(
     dev = select_device(device)
     torch_dtype = select_dtype(dtype, dev)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            location, trust_remote_code=trust_remote_code, **kwargs
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs
-        )
+        with gguf_parsed_once():
+            tokenizer = AutoTokenizer.from_pretrained(
+                location, trust_remote_code=trust_remote_code, **kwargs
+            )
+            model = AutoModelForCausalLM.from_pretrained(
+                location, dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs
+            )
     except OSError as exc:
         raise ModelLoadError(
             f"cannot load model {spec}: {first_line(exc, type(exc).__name__)}"
