@@ -1,6 +1,6 @@
 """Plans, spaces and recipes of frankenmerges (pure Python, imports no torch)."""
 
-from frankensweep.search.plans import Plan, PlanError, Slice
+from frankensweep.search.plans import BASE_NAME, Plan, PlanError, Slice
 from frankensweep.search.recipes import (
     DTYPES,
     Recipe,
@@ -13,8 +13,10 @@ from frankensweep.search.spaces import (
     Filters,
     InfeasiblePoint,
     InfeasibleSpaceError,
+    InterleaveSpace,
     IntRange,
     OverlapSpace,
+    RepeatSpace,
     RysSpace,
     Space,
     SpaceError,
@@ -27,17 +29,20 @@ from frankensweep.search.spaces import (
 )
 
 __all__ = [
+    "BASE_NAME",
     "DTYPES",
     "ExplicitSpace",
     "Filters",
     "InfeasiblePoint",
     "InfeasibleSpaceError",
     "IntRange",
+    "InterleaveSpace",
     "OverlapSpace",
     "Plan",
     "PlanError",
     "Recipe",
     "RecipeError",
+    "RepeatSpace",
     "RysSpace",
     "Slice",
     "Space",
