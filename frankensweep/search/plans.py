@@ -87,6 +87,8 @@ def check_scale(value: object, label: str, text: str | None = None) -> float | N
 
 def parse_scale(text: str, label: str) -> float | None:
     """``0.5`` -> 0.5; only plain positive decimals (no sign, nan, inf or underscores)."""
+    if "@" in text:
+        raise PlanError(f"{label}: write the model before the scale, as START-END@MODEL*SCALE")
     if not _SCALE_RE.match(text):
         raise PlanError(
             f"{label} has scale {text!r}: write a positive number after '*', e.g. \"8-16*0.5\""
