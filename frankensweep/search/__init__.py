@@ -3,6 +3,7 @@
 from frankensweep.search.plans import BASE_NAME, Plan, PlanError, Slice
 from frankensweep.search.recipes import (
     DTYPES,
+    SCALED,
     Recipe,
     RecipeError,
     plan_to_recipe,
@@ -31,6 +32,7 @@ from frankensweep.search.spaces import (
 __all__ = [
     "BASE_NAME",
     "DTYPES",
+    "SCALED",
     "ExplicitSpace",
     "Filters",
     "InfeasiblePoint",

@@ -212,7 +212,7 @@ def recipe_to_plan(
             continue
         name = next((n for m, n in names.items() if _same(r.model, m)), None)
         if name is None:
-            known = ", ".join(sorted(set(names))) or "none"
+            known = ", ".join(f"{n} = {m}" for m, n in sorted(names.items()) if m != n) or "none"
             raise RecipeError(
                 f"recipe slice {number} takes layers from {r.model}, which is neither the base "
                 f"model {model} nor a declared source model (declared: {known}): declare it "

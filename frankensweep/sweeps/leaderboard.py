@@ -83,7 +83,7 @@ def candidate_scores(
     level_keys = [{eval_key(spec) for spec in level.evals} for level in config.levels]
     full_keys = level_keys[-1]
     stored = results_for(
-        session, sweep.model, [c.digest for c in candidates], set().union(*level_keys)
+        session, config.result_model, [c.digest for c in candidates], set().union(*level_keys)
     )
     level_of = {c.digest: config.level_of(c.fidelity) for c in candidates}
     scores: Scores = {}

@@ -55,7 +55,10 @@ def search_state(
         )
     )
     stored = results_for(
-        session, sweep.model, [c.digest for c in candidates], {lv.rank_key for lv in levels}
+        session,
+        config.result_model,
+        [c.digest for c in candidates],
+        {lv.rank_key for lv in levels},
     )
     states = []
     for c in candidates:

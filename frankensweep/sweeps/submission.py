@@ -1,11 +1,12 @@
 """Turn a submitted sweep into stored candidates, validating everything before storing anything.
 
 :func:`build_sweep` runs every check that can be made at submission, in order: the files it
-names lie under the path roots, the model's depth (from its config), the space (parsed, under the
-enumeration cap, non-empty after its filters), the strategy (its plan count under the per-sweep
-cap, its fidelity ladder), the evals (their data found, their sizes under the caps). Each failure
-is a :class:`SubmissionError` naming the field. :func:`store_sweep` then stores the sweep and its
-strategy's first round, whole or not at all.
+names lie under the path roots, the model's depth (from its config), the source models (their
+configs match the base model's architecture, depth and vocabulary), the space (parsed, under the
+enumeration cap, non-empty after its filters, naming only declared models), the strategy (its plan
+count under the per-sweep cap, its fidelity ladder), the evals (their data found, their sizes under
+the caps). Each failure is a :class:`SubmissionError` naming the field. :func:`store_sweep` then
+stores the sweep and its strategy's first round, whole or not at all.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from frankensweep.core.paths import PathRefused, check_file_or_hub
 from frankensweep.db import Candidate, Sweep
 from frankensweep.evals.corpus import is_bundled
 from frankensweep.evals.registry import EqBenchSpec, PerplexitySpec, PreferenceSpec, get_eval
-from frankensweep.models import ModelLoadError, read_num_layers
+from frankensweep.models import ModelLoadError, config_mismatches, read_config, read_num_layers
 from frankensweep.search import (
+    BASE_NAME,
     ExplicitSpace,
     Filters,
     InfeasibleSpaceError,
@@ -37,7 +39,8 @@ from frankensweep.search import (
     space_from_spec,
 )
 from frankensweep.strategies import FidelityError, Strategy, StrategyError, make_strategy
-from frankensweep.sweeps.request import ExplicitSpaceIn, SweepCreate
+from frankensweep.sweeps.config import result_model
+from frankensweep.sweeps.request import ExplicitSpaceIn, InterleaveSpaceIn, SweepCreate
 from frankensweep.sweeps.rounds import begin
 
 __all__ = ["Submission", "SubmissionError", "build_sweep", "store_sweep"]
@@ -67,6 +70,8 @@ class Submission(NamedTuple):
 def _named_files(payload: SweepCreate) -> Iterator[tuple[Loc, str, str, bool, tuple[str, ...]]]:
     """``(loc, name, what, hub_ok, local_suffixes)`` of every file name in the submission."""
     yield ("body", "model"), payload.model, "model file", True, (".gguf",)
+    for name, source in payload.models.items():
+        yield ("body", "models", name), source, "model file", True, (".gguf",)
     for i, spec in enumerate(payload.evals):
         if isinstance(spec, PerplexitySpec) and not is_bundled(spec.corpus):
             yield ("body", "evals", i, "corpus"), spec.corpus, "corpus", False, ()
@@ -97,17 +102,73 @@ def model_depth(spec: str) -> int:
         raise SubmissionError(("body", "model"), str(exc)) from None
 
 
-def _explicit_space(space_in: ExplicitSpaceIn, num_layers: int) -> ExplicitSpace:
+def check_sources(payload: SweepCreate) -> None:
+    """Each source model's config matches the base model's (``config_mismatches``)."""
+    if not payload.models:
+        return
+    base = read_config(payload.model)  # readable: model_depth read it
+    for name, spec in payload.models.items():
+        loc = ("body", "models", name)
+        if name == BASE_NAME:
+            raise SubmissionError(loc, f'"{BASE_NAME}" names the base model: call it otherwise')
+        try:
+            mismatches = config_mismatches(base, read_config(spec))
+        except ModelLoadError as exc:
+            raise SubmissionError(loc, f"source model {name}: {exc}") from None
+        if mismatches:
+            raise SubmissionError(
+                loc,
+                f"source model {name} ({spec}) does not match the base model: "
+                + "; ".join(mismatches)
+                + ": use a model of the same architecture, depth and vocabulary",
+            )
+    if len(result_model(payload.model, payload.models)) > 1000:
+        raise SubmissionError(
+            ("body", "model"), "with source models the model name must be under 970 characters"
+        )
+
+
+def _undeclared(plan: Plan, payload: SweepCreate) -> str | None:
+    """The first model ``plan`` names that the sweep does not declare, if any."""
+    return next((m for m in plan.models() if m not in payload.models), None)
+
+
+def _declared_message(payload: SweepCreate) -> str:
+    names = ", ".join(sorted(payload.models))
+    return f"declare it in models (declared: {names})" if names else "declare it in models"
+
+
+def _explicit_space(payload: SweepCreate, space_in: ExplicitSpaceIn, num_layers: int) -> Space:
     plans: list[Plan] = []
     try:
         plans += [Plan.parse(text) for text in space_in.plans]
     except PlanError as exc:
         raise SubmissionError(("body", "space", "plans"), str(exc)) from None
+    for i, plan in enumerate(plans):
+        name = _undeclared(plan, payload)
+        if name is not None:
+            raise SubmissionError(
+                ("body", "space", "plans", i),
+                f'plan "{plan}" takes a slice from {name}, which the sweep does not declare: '
+                + _declared_message(payload),
+            )
+    # a recipe names models by path: the base model's and each declared source model's
+    names = {spec: name for name, spec in payload.models.items()} | {n: n for n in payload.models}
     for i, text in enumerate(space_in.recipes):
         try:
-            plans.append(recipe_to_plan(text).plan)
+            if payload.models:
+                plans.append(recipe_to_plan(text, payload.model, names).plan)
+            else:
+                plans.append(recipe_to_plan(text).plan)
         except RecipeError as exc:
             raise SubmissionError(("body", "space", "recipes", i), str(exc)) from None
+        name = _undeclared(plans[-1], payload)
+        if name is not None:
+            raise SubmissionError(
+                ("body", "space", "recipes", i),
+                f"the recipe takes slices from {name}, neither the base model nor a declared "
+                "source model: " + _declared_message(payload),
+            )
     if not plans:
         raise SubmissionError(("body", "space"), "an explicit space needs plans or recipes")
     try:
@@ -119,8 +180,16 @@ def _explicit_space(space_in: ExplicitSpaceIn, num_layers: int) -> ExplicitSpace
 def make_space(payload: SweepCreate, num_layers: int, settings: Settings) -> Space:
     """The submitted space over a model of ``num_layers``, small enough to enumerate."""
     if isinstance(payload.space, ExplicitSpaceIn):
-        space: Space = _explicit_space(payload.space, num_layers)
+        space: Space = _explicit_space(payload, payload.space, num_layers)
     else:
+        if isinstance(payload.space, InterleaveSpaceIn):
+            for i, name in enumerate(payload.space.models):
+                if name != BASE_NAME and name not in payload.models:
+                    raise SubmissionError(
+                        ("body", "space", "models", i),
+                        f"{name} is not a declared source model (nor {BASE_NAME}, the base "
+                        "model): " + _declared_message(payload),
+                    )
         spec = payload.space.model_dump(exclude={"filters"}, exclude_none=True)
         try:
             space = space_from_spec(spec, num_layers=num_layers)
@@ -212,6 +281,7 @@ def _new_sweep(
     sweep = Sweep(
         name=payload.name,
         model=payload.model,
+        models=dict(payload.models) or None,
         num_layers=num_layers,
         space={
             **space.to_spec(),
@@ -242,6 +312,7 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     """Validate everything about a submission; nothing is stored (see ``store_sweep``)."""
     check_paths(payload, settings)  # before any file is opened: only names under the path roots
     num_layers = model_depth(payload.model)
+    check_sources(payload)
     space = make_space(payload, num_layers, settings)
     filters = make_filters(payload)
     result = enumerate_plans(space, filters)
@@ -250,8 +321,8 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     check_evals(payload, settings)
     check_strategy(strategy, payload, space, result.kept)
     sweep = _new_sweep(payload, num_layers, space, filters, strategy)
-    base = Plan.base(num_layers).layers()
-    points = [p for p in result.points if p.plan.layers() != base]
+    base = Plan.base(num_layers).positions()
+    points = [p for p in result.points if p.plan.positions() != base]
     return Submission(sweep, _summary(result, strategy, stored), points)
 
 

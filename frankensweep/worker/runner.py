@@ -3,7 +3,8 @@
 The same code runs in the embedded worker thread and in Celery tasks; only dispatch differs.
 A unit claims its candidates, runs the evals of each one's fidelity level (the sweep's own evals
 at the top level; see ``strategies/fidelity.py``) cheapest first on the plans that have no stored
-result for that (model, plan, eval settings) triple yet, upserts the results, and marks each
+result for that (model, plan, eval settings) triple yet (the model being the base model and the
+sweep's source models, ``SweepConfig.result_model``), upserts the results, and marks each
 candidate done, or failed with its reason (an exception, a NaN score); the sweep goes on. When a
 round's last unit ends, ``sweeps.rounds.advance`` stores the strategy's next round.
 """
@@ -17,15 +18,17 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from torch import nn
 
 from frankensweep.core.errors import one_line
 from frankensweep.db import Candidate, CandidateStatus, Sweep, SweepStatus
 from frankensweep.db.store import claim, results_for, upsert_result
+from frankensweep.evals.prefix import prefix_order
 from frankensweep.evals.registry import AnyEvalSpec, EvalContext, eval_key, get_eval
 from frankensweep.search import Plan
 from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.status import finish_candidate, refresh_sweep
-from frankensweep.worker.loading import MODELS, ModelCache
+from frankensweep.worker.loading import MODELS, BaseModel, ModelCache, load_sources
 from frankensweep.worker.views import build_view
 
 __all__ = ["MODELS", "ModelCache", "UnitReport", "failure", "plan_units", "run_unit"]
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def plan_units(candidates: Sequence[Candidate], unit_size: int) -> list[list[int]]:
     """Group candidates into units of ``unit_size`` that share prefixes (depth-first order)."""
-    ordered = sorted(candidates, key=lambda c: Plan.parse(c.plan).layers())
+    ordered = sorted(candidates, key=lambda c: prefix_order(Plan.parse(c.plan)))
     ids = [c.id for c in ordered]
     return [ids[i : i + unit_size] for i in range(0, len(ids), unit_size)]
 
@@ -76,9 +79,11 @@ def failure(kind: str, exc: BaseException) -> str:
 
 @dataclass
 class Unit:
-    """What a unit evaluates once claimed: the model, and the plans of each eval to run."""
+    """What a unit evaluates once claimed: the models, and the plans of each eval to run."""
 
-    model: str
+    model: str  # the base model, as named
+    sources: dict[str, str]  # the source models its plans name: name -> as named
+    result_model: str  # what its results are stored under
     plans: dict[int, Plan]  # candidate id -> plan
     work: list[tuple[AnyEvalSpec, dict[int, Plan]]]  # cheapest eval first
     failed: dict[int, str] = field(default_factory=dict)  # candidate id -> why
@@ -112,7 +117,9 @@ def _claim(
         for spec in config.levels[lv].evals
     ]
     work.sort(key=lambda item: get_eval(item[0].kind).cost)
-    return Unit(sweep.model, plans, work)
+    named = {name for plan in plans.values() for name in plan.models()}
+    sources = {name: spec for name, spec in config.models.items() if name in named}
+    return Unit(sweep.model, sources, config.result_model, plans, work)
 
 
 def _finish(sessions: sessionmaker[Session], sweep_id: int, unit: Unit, claimant: str) -> None:
@@ -159,10 +166,11 @@ def run_unit(
         log.exception("cannot load %s", unit.model)
         unit.failed = dict.fromkeys(unit.plans, failure("loading the base model", exc))
     else:
+        sources = _load_sources(unit, models, base, device, dtype)
         ctx = EvalContext(
             base=base.model,
             tokenizer=base.tokenizer,
-            make_view=lambda plan: build_view(base.model, plan),
+            make_view=lambda plan: build_view(base.model, plan, sources),
             progress=progress,
             memory_budget=memory_budget,
         )
@@ -173,6 +181,23 @@ def run_unit(
     _finish(sessions, sweep_id, unit, claimant)
     report.failed = len(unit.failed)
     return report
+
+
+def _load_sources(
+    unit: Unit, models: ModelCache, base: BaseModel, device: str, dtype: str
+) -> dict[str, nn.Module]:
+    """The source models the unit's plans name; a plan naming one that cannot be used fails."""
+    sources: dict[str, nn.Module] = {}
+    for name, spec in unit.sources.items():
+        try:
+            sources |= load_sources(models, base, {name: spec}, device, dtype)
+        except Exception as exc:
+            log.exception("cannot use source model %s (%s)", name, spec)
+            why = failure("loading the source models", exc)
+            for cid, plan in unit.plans.items():
+                if name in plan.models():
+                    unit.failed.setdefault(cid, why)
+    return sources
 
 
 def _cancelled(sessions: sessionmaker[Session], sweep_id: int) -> bool:
@@ -186,7 +211,7 @@ def _to_compute(
 ) -> dict[int, Plan]:
     """The plans of ``plans`` that have not failed and have no stored result for ``key``."""
     with sessions() as s:
-        stored = results_for(s, unit.model, [p.digest for p in plans.values()], [key])
+        stored = results_for(s, unit.result_model, [p.digest for p in plans.values()], [key])
     return {
         cid: plan
         for cid, plan in plans.items()
@@ -240,7 +265,7 @@ def _run_eval(
                 continue
             upsert_result(
                 s,
-                model=unit.model,
+                model=unit.result_model,
                 plan=str(plan),
                 plan_digest=plan.digest,
                 eval_key=key,

@@ -112,7 +112,7 @@ def read_recipe(
     session: SessionDep,
     dtype: str = Query("bfloat16", description=f"one of {', '.join(DTYPES)}"),
 ) -> YAMLResponse:
-    """The candidate's mergekit passthrough recipe."""
+    """The candidate's mergekit passthrough recipe (each slice from its model, by path)."""
     if dtype not in DTYPES:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -125,7 +125,7 @@ def read_recipe(
             ],
         )
     c = get_candidate(session, candidate_id)
-    text = plan_to_recipe(Plan.parse(c.plan), c.sweep.model, dtype)
+    text = plan_to_recipe(Plan.parse(c.plan), c.sweep.model, dtype, c.sweep.models)
     return YAMLResponse(
         text,
         headers={"Content-Disposition": f'attachment; filename="candidate-{c.id}.yaml"'},

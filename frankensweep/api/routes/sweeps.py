@@ -32,6 +32,7 @@ def public(session, sweep: Sweep) -> SweepPublic:
         id=sweep.id,
         name=sweep.name,
         model=sweep.model,
+        models=sweep.models or {},
         num_layers=sweep.num_layers,
         status=sweep.status,
         error=sweep.error,
