@@ -20,7 +20,9 @@ __all__ = [
     "FAMILIES",
     "SLIDING_WINDOW",
     "TINY_LAYERS",
+    "greedy",
     "materialize",
+    "random_ids",
     "tiny_config",
     "tiny_model",
     "tiny_model_dir",
@@ -83,6 +85,20 @@ def tiny_model(family: str, seed: int = 0) -> nn.Module:
             p.add_(torch.randn_like(p) * 0.05)
     model.generation_config.pad_token_id = 0
     return model.eval()
+
+
+def random_ids(seq_len: int = 20, seed: int = 1, batch: int = 2) -> torch.Tensor:
+    """Token ids of tiny models (3..255), reproducible."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, 256, (batch, seq_len), generator=g)
+
+
+def greedy(model: nn.Module, ids: torch.Tensor, tokens: int = 40, cache: bool = True):
+    """Exactly ``tokens`` greedy tokens after ``ids``, with the KV cache or recomputing all."""
+    with torch.inference_mode():
+        return model.generate(  # type: ignore[operator]
+            ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, use_cache=cache
+        )
 
 
 def materialize(

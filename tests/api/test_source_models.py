@@ -8,19 +8,19 @@ import optuna
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from frankensweep.api.app import create_app
 from frankensweep.core.config import Settings
-from frankensweep.db import Candidate, Result, Sweep
+from frankensweep.db import Candidate, Result
 from frankensweep.evals.corpus import bundled_text
 from frankensweep.evals.perplexity import make_windows, perplexity, tokenize_corpus
 from frankensweep.search import Plan, plan_to_recipe, recipe_to_plan
 from frankensweep.strategies.model_based import study_name
 from frankensweep.sweeps.config import result_model, source_identity
 from frankensweep.testing.models import tiny_model_dir
-from frankensweep.testing.sweeps import wait_sweep
+from frankensweep.testing.sweeps import count_rows, wait_sweep
 from frankensweep.worker.loading import load_base_model
 from frankensweep.worker.views import build_view
 
@@ -62,17 +62,6 @@ def body(paths: dict[str, str], **overrides) -> dict:
         "space": INTERLEAVE,
         "evals": [PPL],
     } | overrides
-
-
-def count_rows(url: str) -> tuple[int, int, int]:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        counts = tuple(
-            conn.execute(select(func.count()).select_from(table)).scalar_one()
-            for table in (Sweep, Candidate, Result)
-        )
-    engine.dispose()
-    return counts
 
 
 def direct_perplexities(models: dict[str, str], plans: list[Plan]) -> dict[str, float]:

@@ -9,7 +9,13 @@ import torch
 from frankensweep.evals.perplexity import perplexity
 from frankensweep.evals.prefix import tree_nodes
 from frankensweep.search import InterleaveSpace, Plan, RepeatSpace
-from frankensweep.testing.models import TINY_LAYERS, materialize, tiny_model
+from frankensweep.testing.models import (
+    TINY_LAYERS,
+    greedy,
+    materialize,
+    random_ids,
+    tiny_model,
+)
 from frankensweep.worker.prefix_views import shared_view_perplexities
 from frankensweep.worker.views import build_view, decoder_stack
 
@@ -32,9 +38,7 @@ def _other(others, family: str) -> dict[str, torch.nn.Module]:
     return others[family]
 
 
-def _ids(seq_len: int = 20, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(3, 256, (2, seq_len), generator=g)
+_ids = random_ids
 
 
 def _logits(model, ids):
@@ -62,11 +66,7 @@ def test_cached_greedy_generation_equals_recompute(family_model, others, kind):
     family, base = family_model
     view = build_view(base, Plan.parse(KINDS[kind]), _other(others, family))
     ids = _ids(seq_len=8)[:1]
-    with torch.inference_mode():
-        cached = view.generate(ids, max_new_tokens=30, min_new_tokens=30, do_sample=False)
-        recomputed = view.generate(
-            ids, max_new_tokens=30, min_new_tokens=30, do_sample=False, use_cache=False
-        )
+    cached, recomputed = greedy(view, ids, 30), greedy(view, ids, 30, cache=False)
     assert cached.shape[1] == ids.shape[1] + 30
     assert torch.equal(cached, recomputed), f"{family} {kind}"
 
