@@ -20,7 +20,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
 from sqlalchemy import select
 
 from frankensweep import __version__
@@ -29,6 +28,7 @@ from frankensweep.api.routes.sweeps import public
 from frankensweep.db import FINISHED_CANDIDATE, FINISHED_SWEEP, Candidate, Sweep
 from frankensweep.evals.registry import eval_key
 from frankensweep.search import Plan
+from frankensweep.search.plans import format_scale
 from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.leaderboard import candidate_scores, leaderboard
 
@@ -68,37 +68,54 @@ def fmt_score(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1 else f"{value:.3f}"
 
 
-def plan_svg(plan: str, num_layers: int, scale: int = 3, height: int = 36) -> Markup:
-    """An inline SVG of a plan: one bar per position, its height the source layer.
+#: colour classes of source models in the plan picture (``src1``.. in order of first use)
+SOURCE_COLOURS = 4
 
-    Positions whose source layer runs more than once are drawn in the accent colour; the
-    first position of each slice gets a tick, so jumps read as drops in the staircase.
+
+def plan_picture(plan: str, num_layers: int, scale: int = 3, height: int = 36) -> dict[str, Any]:
+    """What the plan picture shows (the ``_plan.html`` macro draws it; Jinja escapes the text).
+
+    One bar per position, its height the source layer. A position whose (model, layer) runs more
+    than once is ``rep`` (the accent colour); a position of a source model is ``src1``, ``src2``,
+    ... (its own colour, the model named in its tooltip); a scaled position is ``scaled`` (paler,
+    its scale in the tooltip). The first position of each slice gets a tick, so jumps read as
+    drops in the staircase.
     """
     parsed = Plan.parse(plan)
-    layers = parsed.layers()
-    counts = Counter(layers)
-    top = max(num_layers, max(layers) + 1, 1)
-    width = max(len(layers) * scale, 1)
+    positions = parsed.positions()
+    counts = Counter((model, layer) for model, layer, _ in positions)
+    colour = {name: 1 + i % SOURCE_COLOURS for i, name in enumerate(parsed.models())}
+    top = max(num_layers, max(layer for _, layer, _ in positions) + 1, 1)
     starts, position = set(), 0
     for s in parsed.slices:
         starts.add(position)
         position += len(s)
     bars = []
-    for i, layer in enumerate(layers):
+    for i, (model, layer, factor) in enumerate(positions):
         h = max(1.0, (layer + 1) / top * (height - 4))
-        cls = "rep" if counts[layer] > 1 else "once"
+        runs = counts[(model, layer)]
+        classes = ["rep" if runs > 1 else "once"]
+        classes += [f"src{colour[model]}"] if model is not None else []
+        classes += ["scaled"] if factor is not None else []
+        title = f"position {i}: layer {layer}" + (f" of {model}" if model is not None else "")
+        title += f", scale {format_scale(factor)}" if factor is not None else ""
+        title += f" (runs {runs}x)" if runs > 1 else ""
         bars.append(
-            f'<rect class="{cls}" x="{i * scale}" y="{height - h:.1f}" width="{max(scale - 1, 1)}"'
-            f' height="{h:.1f}"><title>position {i}: layer {layer}'
-            f"{' (runs ' + str(counts[layer]) + 'x)' if counts[layer] > 1 else ''}</title></rect>"
+            {
+                "cls": " ".join(classes),
+                "x": i * scale,
+                "y": f"{height - h:.1f}",
+                "w": max(scale - 1, 1),
+                "h": f"{h:.1f}",
+                "title": title,
+                "model": model,
+                "scale": format_scale(factor) if factor is not None else None,
+                "cut": i in starts and i > 0,
+            }
         )
-        if i in starts and i:
-            bars.append(f'<rect class="cut" x="{i * scale - 1}" y="0" width="1" height="4"/>')
-    label = f"plan {plan}: {len(layers)} positions, max repeats {max(counts.values())}"
-    return Markup(
-        f'<svg class="plan" role="img" aria-label="{label}" width="{width}" height="{height}"'
-        f' viewBox="0 0 {width} {height}">{"".join(bars)}</svg>'
-    )
+    width = max(len(positions) * scale, 1)
+    label = f"plan {plan}: {len(positions)} positions, max repeats {max(counts.values())}"
+    return {"width": width, "height": height, "label": label, "bars": bars}
 
 
 def strategy_text(strategy: dict[str, Any]) -> str:
@@ -125,7 +142,7 @@ templates.env.globals.update(
     fmt_time=fmt_time,
     fmt_seconds=fmt_seconds,
     fmt_score=fmt_score,
-    plan_svg=plan_svg,
+    plan_picture=plan_picture,
     strategy_text=strategy_text,
     round_text=round_text,
     version=__version__,
@@ -325,6 +342,7 @@ def candidate_page(candidate_id: RowId, request: Request, session: SessionDep) -
             "c": c,
             "sweep": c.sweep,
             "positions": len(Plan.parse(c.plan)),
+            "plan_models": Plan.parse(c.plan).models(),
             "scores": scores.get(c.digest, {}),
             "partial": partial.get(c.digest, {}),
             "reached": levels[reached].label,
