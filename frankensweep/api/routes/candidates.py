@@ -45,11 +45,19 @@ RECIPE_SCHEMA = {
                                 },
                             },
                         },
-                    }
+                    },
+                    "parameters": {
+                        "type": "object",
+                        "description": "scale with o_proj / down_proj filters (a scaled slice)",
+                    },
                 },
             },
         },
         "merge_method": {"const": "passthrough"},
+        "base_model": {
+            "type": "string",
+            "description": "the base model, when slices come from other models too",
+        },
         "dtype": {"enum": list(DTYPES)},
     },
 }
