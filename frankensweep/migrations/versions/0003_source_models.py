@@ -1,6 +1,6 @@
 """named source models of a sweep (interleaves of several models)
 
-Revision ID: source_models
+Revision ID: 0003_source_models
 Revises: 0002
 Create Date: 2026-12-01 08:00:00
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "source_models"
+revision = "0003_source_models"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
