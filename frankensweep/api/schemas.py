@@ -34,6 +34,7 @@ class SweepPublic(BaseModel):
     id: int
     name: str
     model: str
+    models: dict[str, str] = Field(description="source models its plans may name: name -> model")
     num_layers: int
     status: str
     error: str | None

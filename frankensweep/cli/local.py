@@ -26,17 +26,56 @@ from frankensweep.cli.app import (
 )
 from frankensweep.client import DEFAULT_URL
 from frankensweep.search import (
+    BASE_NAME,
     DTYPES,
     Filters,
+    InterleaveSpace,
     IntRange,
     OverlapSpace,
     Plan,
+    RepeatSpace,
     RysSpace,
     Space,
     enumerate_space,
 )
 
 # ---------------------------------------------------------------------------------------- plans
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise CliError(
+            f"{name} {text!r} is not numbers joined by commas, e.g. 1,0.75,0.5"
+        ) from None
+
+
+def _overlap_space(
+    layers: int,
+    slice_size: str | None,
+    jump: str | None,
+    last_slice: str | None,
+    first_slice: str | None,
+) -> Space:
+    if slice_size is None or jump is None or last_slice is None:
+        missing = [
+            name
+            for name, value in (
+                ("--slice-size", slice_size),
+                ("--jump", jump),
+                ("--last-slice", last_slice),
+            )
+            if value is None
+        ]
+        fail(f"the overlap space needs {', '.join(missing)} (or use --rys, --repeat, --interleave)")
+    return OverlapSpace(
+        layers,
+        slice_size=IntRange.parse(slice_size, "--slice-size"),
+        jump=IntRange.parse(jump, "--jump"),
+        last_slice=IntRange.parse(last_slice, "--last-slice"),
+        first_slice=IntRange.parse(first_slice, "--first-slice") if first_slice else None,
+    )
 
 
 @app.command()
@@ -51,6 +90,30 @@ def plans(
         str | None, typer.Option(help="First-slice length (default: the slice size).")
     ] = None,
     rys: Annotated[bool, typer.Option("--rys", help="The RYS space (i, j) instead.")] = False,
+    repeat: Annotated[
+        bool, typer.Option("--repeat", help="The repeat space: blocks of layers run k times.")
+    ] = False,
+    blocks: Annotated[str, typer.Option(help="--repeat: number of blocks, A[:B[:STEP]].")] = "1",
+    length: Annotated[
+        str | None, typer.Option(help="--repeat: block length (default 1..N).")
+    ] = None,
+    repeats: Annotated[str, typer.Option(help="--repeat: k, runs of each block (2..16).")] = "2",
+    max_added: Annotated[
+        int | None, typer.Option(help="--repeat: most layers added in all.", min=1)
+    ] = None,
+    scale: Annotated[
+        str, typer.Option(help="--repeat: scales of the repeated runs, e.g. 1,0.75,0.5.")
+    ] = "1",
+    interleave: Annotated[
+        str | None,
+        typer.Option(help="The interleave space over these models, e.g. base,b (base = N's)."),
+    ] = None,
+    overlap: Annotated[
+        str | None, typer.Option(help="--interleave: layers each slice repeats, A[:B[:STEP]].")
+    ] = None,
+    first: Annotated[
+        str | None, typer.Option(help="--interleave: model(s) of the first and last slice.")
+    ] = None,
     max_repeats: Annotated[
         int | None, typer.Option(help="Drop plans repeating a layer more.")
     ] = None,
@@ -69,29 +132,41 @@ def plans(
 ) -> None:
     """Print the plans of a space, one JSON object per line; counts go to stderr."""
     space: Space
+    kinds = [
+        name
+        for name, on in (("--rys", rys), ("--repeat", repeat), ("--interleave", interleave))
+        if on
+    ]
+    if len(kinds) > 1:
+        fail(f"give one space: {' or '.join(kinds)}")
+    overlap_options = (slice_size, jump, last_slice, first_slice)
     if rys:
-        if any(v is not None for v in (slice_size, jump, last_slice, first_slice)):
+        if any(v is not None for v in overlap_options):
             fail("--rys takes no --slice-size/--jump/--last-slice/--first-slice")
         space = RysSpace(layers)
-    elif slice_size is None or jump is None or last_slice is None:
-        missing = [
-            name
-            for name, value in (
-                ("--slice-size", slice_size),
-                ("--jump", jump),
-                ("--last-slice", last_slice),
-            )
-            if value is None
-        ]
-        fail(f"the overlap space needs {', '.join(missing)} (or use --rys)")
-    else:
-        space = OverlapSpace(
+    elif repeat:
+        if any(v is not None for v in overlap_options):
+            fail("--repeat takes no --slice-size/--jump/--last-slice/--first-slice")
+        space = RepeatSpace(
             layers,
-            slice_size=IntRange.parse(slice_size, "--slice-size"),
-            jump=IntRange.parse(jump, "--jump"),
-            last_slice=IntRange.parse(last_slice, "--last-slice"),
-            first_slice=IntRange.parse(first_slice, "--first-slice") if first_slice else None,
+            blocks=IntRange.parse(blocks, "--blocks"),
+            length=IntRange.parse(length, "--length") if length else None,
+            repeats=IntRange.parse(repeats, "--repeats"),
+            max_added=max_added,
+            scale=tuple(_floats(scale, "--scale")),
         )
+    elif interleave is not None:
+        if slice_size is None or overlap is None:
+            fail("--interleave needs --slice-size and --overlap")
+        space = InterleaveSpace(
+            layers,
+            tuple(interleave.split(",")),
+            IntRange.parse(slice_size, "--slice-size"),
+            IntRange.parse(overlap, "--overlap"),
+            tuple(first.split(",")) if first else None,
+        )
+    else:
+        space = _overlap_space(layers, slice_size, jump, last_slice, first_slice)
     filters = Filters.study_defaults() if study_filters else Filters()
     overrides = {
         "max_repeats": max_repeats,
@@ -125,6 +200,40 @@ def parse_plans(texts: list[str], num_layers: int) -> list[Plan]:
         if plan not in parsed:
             parsed.append(plan)
     return parsed
+
+
+SourceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--source",
+        help="A source model plans may name: NAME=MODEL (a directory, hub id or .gguf); repeat.",
+    ),
+]
+
+
+def parse_sources(items: list[str] | None) -> dict[str, str]:
+    """``["b=/models/b"]`` -> ``{"b": "/models/b"}``; names as plans write them."""
+    sources: dict[str, str] = {}
+    for item in items or []:
+        name, sep, spec = item.partition("=")
+        name, spec = name.strip(), spec.strip()
+        if not sep or not name or not spec:
+            fail(f"--source {item!r} is not NAME=MODEL, e.g. --source b=/models/other")
+        if name == BASE_NAME:
+            fail(f'--source {item!r}: "{BASE_NAME}" names the base model: call it otherwise')
+        Plan.parse(f"0-1@{name}")  # a name plans can write
+        if name in sources:
+            fail(f"--source {name} is given twice")
+        sources[name] = spec
+    return sources
+
+
+def check_named(plans_: list[Plan], sources: dict[str, str]) -> None:
+    """Every model a plan names is a --source."""
+    for plan in plans_:
+        missing = [m for m in plan.models() if m not in sources]
+        if missing:
+            fail(f'plan "{plan}" takes a slice from {missing[0]}: give --source {missing[0]}=MODEL')
 
 
 def read_plans_file(path: Path) -> list[str]:
@@ -164,6 +273,7 @@ def eval_(
         int | None, typer.Option(help="EQ-Bench on the first N questions only.", min=1)
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per plan.")] = False,
+    source: SourceOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
 ) -> None:
@@ -175,14 +285,15 @@ def eval_(
     texts = list(plan or []) + (read_plans_file(plans_file) if plans_file else [])
     if not texts:
         fail("give plans with --plan or --plans-file")
-    for text in texts:
-        Plan.parse(text)  # syntax errors before the model loads
+    sources = parse_sources(source)
+    check_named([Plan.parse(text) for text in texts], sources)  # before the model loads
     if eq_bench:
         from frankensweep.evals.eq_bench import load_questions
 
         load_questions(eq_bench, eq_bench_limit)  # a missing question set fails early
     text = load_corpus(ppl_corpus)
     base = load_model(model, device, dtype)
+    others = load_sources(base, sources, device, dtype)
     plans_ = parse_plans(texts, base.num_layers)
     windows = make_windows(tokenize_corpus(base.tokenizer, text), ppl_tokens, ctx)
     with progress_bar() as bar:
@@ -194,6 +305,7 @@ def eval_(
             batch_size,
             progress=lambda n: bar.advance(task, n),
             prefix_sharing=prefix_sharing,
+            sources=others,
         )
     rows = [r.to_json() for r in results]
     if eq_bench:
@@ -205,7 +317,7 @@ def eval_(
             task = bar.add_task("EQ-Bench", total=len(plans_) * questions)
             for row, p in zip(rows, plans_, strict=True):
                 eq = run_eq_bench(
-                    build_view(base.model, p),
+                    build_view(base.model, p, others),
                     base.tokenizer,
                     eq_bench,
                     limit=eq_bench_limit,
@@ -221,6 +333,14 @@ def eval_(
             out.print(json.dumps(row), markup=False)
         return
     out.print(ranked_table(rows, base.num_layers, windows))
+
+
+def load_sources(base, sources: dict[str, str], device: str, dtype: str) -> dict:
+    """The --source models, loaded with a spinner and checked against the base model."""
+    from frankensweep.worker.loading import MODELS, load_sources
+
+    with status(f"loading {', '.join(sources.values())}" if sources else "checking"):
+        return load_sources(MODELS, base, sources, device, dtype)
 
 
 def ranked_table(rows: list[dict], num_layers: int, windows) -> Table:
@@ -303,14 +423,21 @@ def export(
         int | None,
         typer.Option(help="Depth N, to skip reading the model's config (mergekit).", min=1),
     ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="NAME=MODEL: the model to write for slices of NAME (default: NAME); repeat.",
+        ),
+    ] = None,
     url: Annotated[str, typer.Option(help="The server, with --candidate.")] = DEFAULT_URL,
 ) -> None:
     """Export a plan or a stored candidate: mergekit recipe, GGUF file or HF directory."""
     from frankensweep.export import ExportRequest, check_output, get_exporter
 
     exporter = get_exporter(format_)
-    if candidate is not None and (model is not None or plan is not None):
-        fail("give either --candidate or --model with --plan, not both")
+    if candidate is not None and (model is not None or plan is not None or source):
+        fail("give either --candidate or --model with --plan (and --source), not both")
     if candidate is None and (model is None or plan is None):
         fail("export needs --model and --plan (or --candidate ID)")
     if out_path is None and exporter.name != "mergekit":
@@ -326,7 +453,13 @@ def export(
             return
     assert model is not None and plan is not None
     parsed = Plan.parse(plan)
-    request = ExportRequest(model=model, plan=parsed, dtype=dtype, recipe_model=recipe_model)
+    request = ExportRequest(
+        model=model,
+        plan=parsed,
+        dtype=dtype,
+        recipe_model=recipe_model,
+        sources=parse_sources(source),
+    )
     if exporter.name == "mergekit":
         _export_recipe(request, layers, out_path, force)
         return

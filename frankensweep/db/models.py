@@ -59,7 +59,7 @@ class Base(DeclarativeBase):
 
 
 class Sweep(Base):
-    """One submitted search: base model + space + evals + strategy."""
+    """One submitted search: base model (and source models) + space + evals + strategy."""
 
     __tablename__ = "sweeps"
     __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never given out twice
@@ -70,6 +70,8 @@ class Sweep(Base):
     # what its results are stored under: the model and a digest of its files (sweeps/config.py)
     model_key: Mapped[str] = mapped_column(String(1000), default="")
     num_layers: Mapped[int] = mapped_column(Integer)
+    # named source models (name -> HF directory, hub id or .gguf) its plans may take slices from
+    models: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     space: Mapped[dict[str, Any]]
     evals: Mapped[list[Any]]
     strategy: Mapped[dict[str, Any]]

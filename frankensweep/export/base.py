@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from frankensweep.core.errors import UserError
@@ -31,6 +31,7 @@ class ExportRequest:
     plan: Plan
     dtype: str | None = None  # recipe dtype (mergekit) or weights dtype (hf); None: the default
     recipe_model: str | None = None  # the model name a recipe should carry instead of ``model``
+    sources: Mapping[str, str] = field(default_factory=dict)  # source model name -> as named
     device: str = "cpu"  # where an exporter that loads the model loads it
 
 

@@ -154,6 +154,11 @@ def prepare_gguf(source: str | Path, plan: Plan | str) -> GgufExport:
     plan = Plan.coerce(plan)
     if not plan.is_self_merge:
         raise ExportError(f"plan {plan} names other models: a GGUF export takes one base model")
+    if plan.is_scaled:
+        raise ExportError(
+            f"plan {plan} scales slices: a GGUF export copies the source's tensors as they are; "
+            "export the recipe (--format mergekit), whose scale mergekit applies"
+        )
     layout = read_layout(path)
     arch = layout.string("general.architecture")
     if arch not in ARCHITECTURES:

@@ -59,6 +59,11 @@ def prepare(request: ExportRequest) -> HfExport:
         )
     if not request.plan.is_self_merge:
         raise ExportError(f"plan {request.plan} names other models: export one base model")
+    if request.plan.is_scaled:
+        raise ExportError(
+            f"plan {request.plan} scales slices: the HF export writes the base model's tensors "
+            "unscaled; export the recipe (--format mergekit), whose scale mergekit applies"
+        )
     resolve_spec(request.model)
     request.plan.validate(read_num_layers(request.model))
     return HfExport(request)

@@ -60,7 +60,9 @@ def recipe_text(request: ExportRequest) -> str:
     dtype = request.dtype or "bfloat16"
     if dtype not in DTYPES:
         raise ExportError(f"dtype {dtype!r} is not supported: use one of {', '.join(DTYPES)}")
-    return plan_to_recipe(request.plan, request.recipe_model or request.model, dtype)
+    return plan_to_recipe(
+        request.plan, request.recipe_model or request.model, dtype, request.sources
+    )
 
 
 @dataclass(frozen=True)

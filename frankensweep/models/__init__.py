@@ -4,7 +4,12 @@ Nothing here loads weights (that is the worker's ``loading``): the API reads a m
 from its config at submission, the command line checks a name before a long load.
 """
 
-from frankensweep.models.config import read_config, read_num_layers
+from frankensweep.models.config import (
+    LAYER_CONFIG,
+    config_mismatches,
+    read_config,
+    read_num_layers,
+)
 from frankensweep.models.fingerprint import model_fingerprint
 from frankensweep.models.spec import (
     SUPPORTED_MODEL_TYPES,
@@ -15,8 +20,10 @@ from frankensweep.models.spec import (
 )
 
 __all__ = [
+    "LAYER_CONFIG",
     "SUPPORTED_MODEL_TYPES",
     "ModelLoadError",
+    "config_mismatches",
     "is_gguf",
     "model_fingerprint",
     "read_config",

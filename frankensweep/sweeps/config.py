@@ -11,7 +11,8 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +26,19 @@ if TYPE_CHECKING:
 __all__ = ["SweepConfig", "current_model_key", "model_identity", "model_key", "sweep_config"]
 
 
-def model_identity(model: str) -> dict[str, Any]:
-    """Everything that decides what the named model computes, as it is on disk now: the
-    fingerprint of its files (``frankensweep.models.fingerprint``)."""
+def model_identity(model: str, sources: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Everything that decides what a sweep's plans compute, as it is on disk now: the
+    fingerprint of the base model's files (``frankensweep.models.fingerprint``) and, for each
+    named source model a plan may take slices from, its name, path and fingerprint."""
     from frankensweep.models import model_fingerprint
 
-    return {"weights": model_fingerprint(model)}
+    identity: dict[str, Any] = {"weights": model_fingerprint(model)}
+    if sources:
+        identity["sources"] = {
+            name: {"model": spec, "weights": model_fingerprint(spec)}
+            for name, spec in sorted(sources.items())
+        }
+    return identity
 
 
 def model_key(model: str, identity: dict[str, Any]) -> str:
@@ -40,9 +48,9 @@ def model_key(model: str, identity: dict[str, Any]) -> str:
     return f"{model[:960]}#{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
 
 
-def current_model_key(model: str) -> str:
-    """The key ``model`` would get if submitted now."""
-    return model_key(model, model_identity(model))
+def current_model_key(model: str, sources: Mapping[str, str] | None = None) -> str:
+    """The key ``model`` (with these source models) would get if submitted now."""
+    return model_key(model, model_identity(model, sources))
 
 
 @dataclass(frozen=True)
@@ -52,12 +60,13 @@ class SweepConfig:
     sweep_id: int
     model: str  # the base model as the user named it
     model_key: str  # what its results are stored under (``model_key``)
-    num_layers: int  # its depth N
+    num_layers: int  # its depth N (every source model has the same)
     space: dict[str, Any]  # the space's spec (``space_from_spec``), filters left out
     filters: Filters
     evals: tuple[AnyEvalSpec, ...]  # the full eval suite, as submitted
     strategy: Strategy
     levels: tuple[Level, ...]  # fidelity levels, cheapest first; the last is the full evals
+    models: Mapping[str, str] = field(default_factory=dict)  # source model name -> as named
 
     @classmethod
     def from_row(cls, sweep: Sweep) -> SweepConfig:
@@ -73,6 +82,7 @@ class SweepConfig:
             evals=evals,
             strategy=strategy,
             levels=tuple(strategy.levels(evals)),
+            models=dict(sweep.models or {}),
         )
 
     @property
@@ -98,8 +108,8 @@ class SweepConfig:
         """The plans of the space that its filters keep, the base model's own plan left out."""
         space = space_from_spec(self.space, num_layers=self.num_layers)
         points = enumerate_space(space, self.filters).points
-        base = Plan.base(self.num_layers).layers()
-        return [p for p in points if p.plan.layers() != base]
+        base = Plan.base(self.num_layers).positions()
+        return [p for p in points if p.plan.positions() != base]
 
 
 #: configs kept per process, least recently used dropped first

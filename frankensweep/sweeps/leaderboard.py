@@ -60,10 +60,11 @@ class Leaderboard(BaseModel):
 
 
 def positions(plan: str) -> int:
-    """Layers a stored (canonical) plan runs, without building a Plan: ``0-16,8-24`` -> 32."""
+    """Layers a stored (canonical) plan runs, without building a Plan: ``0-16,8-24`` -> 32
+    (``8-16@b*0.5``: the model and scale after the range are left out)."""
     total = 0
     for piece in plan.split(","):
-        start, _, end = piece.partition("@")[0].partition("-")
+        start, _, end = piece.partition("@")[0].partition("*")[0].partition("-")
         total += int(end) - int(start)
     return total
 

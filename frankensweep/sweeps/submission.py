@@ -1,11 +1,12 @@
 """Turn a submitted sweep into stored candidates, validating everything before storing anything.
 
 :func:`build_sweep` runs every check that can be made at submission, in order: the files it
-names lie under the path roots, the model's depth (from its config), the space (parsed, under the
-enumeration cap, non-empty after its filters), the strategy (its plan count under the per-sweep
-cap, its fidelity ladder), the evals (their data found, their sizes under the caps). Each failure
-is a :class:`SubmissionError` naming the field. :func:`store_sweep` then stores the sweep and its
-strategy's first round, whole or not at all.
+names lie under the path roots, the model's depth (from its config), the source models (their
+configs match the base model's architecture, depth and vocabulary), the space (parsed, under the
+enumeration cap, non-empty after its filters, naming only declared models), the strategy (its plan
+count under the per-sweep cap, its fidelity ladder), the evals (their data found, their sizes under
+the caps). Each failure is a :class:`SubmissionError` naming the field. :func:`store_sweep` then
+stores the sweep and its strategy's first round, whole or not at all.
 """
 
 from __future__ import annotations
@@ -29,8 +30,15 @@ from frankensweep.evals.registry import (
     PreferenceSpec,
     get_eval,
 )
-from frankensweep.models import ModelLoadError, read_config, read_num_layers
+from frankensweep.models import (
+    ModelLoadError,
+    config_mismatches,
+    model_fingerprint,
+    read_config,
+    read_num_layers,
+)
 from frankensweep.search import (
+    BASE_NAME,
     ExplicitSpace,
     Filters,
     InfeasibleSpaceError,
@@ -46,7 +54,7 @@ from frankensweep.search import (
 )
 from frankensweep.strategies import FidelityError, Strategy, StrategyError, make_strategy
 from frankensweep.sweeps.config import model_identity, model_key
-from frankensweep.sweeps.request import ExplicitSpaceIn, SweepCreate
+from frankensweep.sweeps.request import ExplicitSpaceIn, InterleaveSpaceIn, SweepCreate
 from frankensweep.sweeps.rounds import begin
 
 __all__ = [
@@ -83,6 +91,8 @@ class Submission(NamedTuple):
 def _named_files(payload: SweepCreate) -> Iterator[tuple[Loc, str, str, bool, tuple[str, ...]]]:
     """``(loc, name, what, hub_ok, local_suffixes)`` of every file name in the submission."""
     yield ("body", "model"), payload.model, "model file", True, (".gguf",)
+    for name, source in payload.models.items():
+        yield ("body", "models", name), source, "model file", True, (".gguf",)
     for i, spec in enumerate(payload.evals):
         if isinstance(spec, PerplexitySpec) and not is_bundled(spec.corpus):
             yield ("body", "evals", i, "corpus"), spec.corpus, "corpus", False, ()
@@ -110,18 +120,18 @@ class ModelFacts(NamedTuple):
 
     num_layers: int  # depth N
     max_positions: int | None  # longest context it was trained for, if its config says
-    key: str  # what its results are stored under (``sweeps.config.model_key``)
 
 
 def model_facts(spec: str) -> ModelFacts:
-    """Depth, context length and results key of the named model (no weights are loaded)."""
+    """Depth and context length of the named model (no weights are loaded); its files must be
+    readable (they are fingerprinted for the results key)."""
     try:
         num_layers = read_num_layers(spec)
         max_positions = getattr(read_config(spec), "max_position_embeddings", None)
-        key = model_key(spec, model_identity(spec))
+        model_fingerprint(spec)
     except ModelLoadError as exc:
         raise SubmissionError(("body", "model"), str(exc)) from None
-    return ModelFacts(num_layers, max_positions if isinstance(max_positions, int) else None, key)
+    return ModelFacts(num_layers, max_positions if isinstance(max_positions, int) else None)
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -146,44 +156,83 @@ def check_positions(plan: Plan, loc: Loc, settings: Settings) -> None:
         )
 
 
-def check_slice_models(plan: Plan, loc: Loc) -> None:
-    """A slice may only name a model that workers load: today the sweep's base model alone."""
-    named = sorted({s.model for s in plan.slices if s.model is not None})
-    if named:
-        raise SubmissionError(
-            loc,
-            f"plan {plan} takes slices from {', '.join(named)}, a model this sweep does not "
-            "load: workers load the sweep's model only; drop the @MODEL part",
-        )
+def check_sources(payload: SweepCreate) -> None:
+    """Each source model's config matches the base model's (``config_mismatches``)."""
+    if not payload.models:
+        return
+    base = read_config(payload.model)  # readable: model_facts read it
+    for name, spec in payload.models.items():
+        loc = ("body", "models", name)
+        if name == BASE_NAME:
+            raise SubmissionError(loc, f'"{BASE_NAME}" names the base model: call it otherwise')
+        try:
+            mismatches = config_mismatches(base, read_config(spec))
+            model_fingerprint(spec)  # its files are read for the results key
+        except ModelLoadError as exc:
+            raise SubmissionError(loc, f"source model {name}: {exc}") from None
+        if mismatches:
+            raise SubmissionError(
+                loc,
+                f"source model {name} ({spec}) does not match the base model: "
+                + "; ".join(mismatches)
+                + ": use a model of the same architecture, depth and vocabulary",
+            )
+
+
+def _undeclared(plan: Plan, payload: SweepCreate) -> str | None:
+    """The first model ``plan`` names that the sweep does not declare, if any."""
+    return next((m for m in plan.models() if m not in payload.models), None)
+
+
+def _declared_message(payload: SweepCreate) -> str:
+    names = ", ".join(sorted(payload.models))
+    return f"declare it in models (declared: {names})" if names else "declare it in models"
 
 
 def _explicit_space(
-    space_in: ExplicitSpaceIn, model: str, num_layers: int, settings: Settings
-) -> ExplicitSpace:
+    payload: SweepCreate, space_in: ExplicitSpaceIn, num_layers: int, settings: Settings
+) -> Space:
     plans: list[Plan] = []
     for i, text in enumerate(space_in.plans):
         try:
-            plan = Plan.parse(text)
+            plans.append(Plan.parse(text))
         except PlanError as exc:
             raise SubmissionError(("body", "space", "plans", i), str(exc)) from None
-        check_positions(plan, ("body", "space", "plans", i), settings)
-        check_slice_models(plan, ("body", "space", "plans", i))
-        plans.append(plan)
+        check_positions(plans[-1], ("body", "space", "plans", i), settings)
+    for i, plan in enumerate(plans):
+        name = _undeclared(plan, payload)
+        if name is not None:
+            raise SubmissionError(
+                ("body", "space", "plans", i),
+                f'plan "{plan}" takes a slice from {name}, which the sweep does not declare: '
+                + _declared_message(payload),
+            )
+    # a recipe names models by path: the base model's and each declared source model's
+    names = {spec: name for name, spec in payload.models.items()} | {n: n for n in payload.models}
     for i, text in enumerate(space_in.recipes):
         loc = ("body", "space", "recipes", i)
         try:
-            recipe = recipe_to_plan(text)
+            if payload.models:
+                recipe = recipe_to_plan(text, payload.model, names)
+            else:
+                recipe = recipe_to_plan(text)
         except RecipeError as exc:
             raise SubmissionError(loc, str(exc)) from None
-        if not _same_model(recipe.model, model):
+        if not _same_model(recipe.model, payload.model):  # never silently re-based
             raise SubmissionError(
                 loc,
-                f"the recipe is written for model {recipe.model}, this sweep's model is {model}: "
-                "submit it with that model, or write the sweep's model in the recipe",
+                f"the recipe is written for model {recipe.model}, this sweep's model is "
+                f"{payload.model}: submit it with that model, or write the sweep's model in it",
             )
         check_positions(recipe.plan, loc, settings)
-        check_slice_models(recipe.plan, loc)
         plans.append(recipe.plan)
+        name = _undeclared(plans[-1], payload)
+        if name is not None:
+            raise SubmissionError(
+                ("body", "space", "recipes", i),
+                f"the recipe takes slices from {name}, neither the base model nor a declared "
+                "source model: " + _declared_message(payload),
+            )
     if not plans:
         raise SubmissionError(("body", "space"), "an explicit space needs plans or recipes")
     try:
@@ -195,8 +244,16 @@ def _explicit_space(
 def make_space(payload: SweepCreate, num_layers: int, settings: Settings) -> Space:
     """The submitted space over a model of ``num_layers``, small enough to enumerate."""
     if isinstance(payload.space, ExplicitSpaceIn):
-        space: Space = _explicit_space(payload.space, payload.model, num_layers, settings)
+        space: Space = _explicit_space(payload, payload.space, num_layers, settings)
     else:
+        if isinstance(payload.space, InterleaveSpaceIn):
+            for i, name in enumerate(payload.space.models):
+                if name != BASE_NAME and name not in payload.models:
+                    raise SubmissionError(
+                        ("body", "space", "models", i),
+                        f"{name} is not a declared source model (nor {BASE_NAME}, the base "
+                        "model): " + _declared_message(payload),
+                    )
         spec = payload.space.model_dump(exclude={"filters"}, exclude_none=True)
         try:
             space = space_from_spec(spec, num_layers=num_layers)
@@ -318,7 +375,8 @@ def _new_sweep(
     sweep = Sweep(
         name=payload.name,
         model=payload.model,
-        model_key=model.key,
+        model_key=model_key(payload.model, model_identity(payload.model, payload.models)),
+        models=dict(payload.models) or None,
         num_layers=model.num_layers,
         space={
             **space.to_spec(),
@@ -349,6 +407,7 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     """Validate everything about a submission; nothing is stored (see ``store_sweep``)."""
     check_paths(payload, settings)  # before any file is opened: only names under the path roots
     model = model_facts(payload.model)
+    check_sources(payload)
     space = make_space(payload, model.num_layers, settings)
     filters = make_filters(payload)
     result = enumerate_plans(space, filters, settings)
@@ -357,8 +416,8 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     evals = fingerprint_evals(payload, model, settings)
     check_strategy(strategy, payload, space, result.kept)
     sweep = _new_sweep(payload, model, space, filters, evals, strategy)
-    base = Plan.base(model.num_layers).layers()
-    points = [p for p in result.points if p.plan.layers() != base]
+    base = Plan.base(model.num_layers).positions()
+    points = [p for p in result.points if p.plan.positions() != base]
     return Submission(sweep, _summary(result, strategy, stored), points)
 
 

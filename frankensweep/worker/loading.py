@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,14 @@ import torch
 from torch import nn
 
 from frankensweep.core.errors import first_line
-from frankensweep.models import SUPPORTED_MODEL_TYPES, ModelLoadError, is_gguf, resolve_spec
+from frankensweep.models import (
+    SUPPORTED_MODEL_TYPES,
+    ModelLoadError,
+    config_mismatches,
+    is_gguf,
+    model_fingerprint,
+    resolve_spec,
+)
 from frankensweep.worker.views import decoder_stack
 
 if TYPE_CHECKING:
@@ -182,7 +189,7 @@ def load_base_model(
 
 
 class ModelCache:
-    """Base models loaded once per process, by (spec, device, dtype).
+    """Base and source models loaded once per process, by (spec, device, dtype).
 
     ``key`` (a sweep's model key, which changes with the model's files) tells versions apart: a
     model whose files changed is loaded again, and the old version dropped first, so a process
@@ -211,6 +218,31 @@ class ModelCache:
             log.info("loading base model %s", spec)
             self._models[slot] = (key, load_base_model(spec, device=device, dtype=dtype))
             return self._models[slot][1]
+
+
+def load_sources(
+    models: ModelCache,
+    base: BaseModel,
+    sources: Mapping[str, str],
+    device: str = "auto",
+    dtype: str = "auto",
+) -> dict[str, nn.Module]:
+    """The named source models (name -> spec), each loaded once in ``models`` and checked to
+    match the base model's architecture, depth and vocabulary (``config_mismatches``)."""
+    loaded: dict[str, nn.Module] = {}
+    for name, spec in sources.items():
+        try:
+            other = models.get(spec, device, dtype, key=model_fingerprint(spec))
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"source model {name}: {exc}") from exc
+        mismatches = config_mismatches(base.model.config, other.model.config)
+        if mismatches:
+            raise ModelLoadError(
+                f"source model {name} ({spec}) does not match the base model {base.spec}: "
+                + "; ".join(mismatches)
+            )
+        loaded[name] = other.model
+    return loaded
 
 
 #: the process's models: a worker process (or the embedded server) loads each base model once

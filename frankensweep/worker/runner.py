@@ -3,7 +3,8 @@
 The same code runs in the embedded worker thread and in Celery tasks; only dispatch differs.
 A unit claims its candidates, runs the evals of each one's fidelity level (the sweep's own evals
 at the top level; see ``strategies/fidelity.py``) cheapest first on the plans that have no stored
-result for that (model, plan, eval settings) triple yet, upserts the results, and marks each
+result for that (model, plan, eval settings) triple yet (the model being the base model and the
+sweep's source models: ``SweepConfig.model_key``), upserts the results, and marks each
 candidate done, or failed with its reason (an exception, a NaN score); the sweep goes on. When a
 round's last unit ends, ``sweeps.rounds.advance`` stores the strategy's next round.
 """
@@ -23,11 +24,13 @@ from torch import nn
 from frankensweep.core.errors import UserError, one_line
 from frankensweep.db import Candidate, CandidateStatus, Sweep, SweepStatus
 from frankensweep.db.store import claim, lock_sweep, results_for, upsert_result
+from frankensweep.evals.prefix import prefix_order
 from frankensweep.evals.registry import AnyEvalSpec, EvalContext, Outcome, eval_key, get_eval
+from frankensweep.models import model_fingerprint
 from frankensweep.search import Plan
 from frankensweep.sweeps.config import SweepConfig, current_model_key, sweep_config
 from frankensweep.sweeps.status import finish_claimed, refresh_sweep
-from frankensweep.worker.loading import MODELS, ModelCache
+from frankensweep.worker.loading import MODELS, BaseModel, ModelCache, load_sources
 from frankensweep.worker.views import build_view, decoder_stack
 
 __all__ = [
@@ -47,7 +50,7 @@ log = logging.getLogger(__name__)
 
 def plan_units(candidates: Sequence[Candidate], unit_size: int) -> list[list[int]]:
     """Group candidates into units of ``unit_size`` that share prefixes (depth-first order)."""
-    ordered = sorted(candidates, key=lambda c: Plan.parse(c.plan).layers())
+    ordered = sorted(candidates, key=lambda c: prefix_order(Plan.parse(c.plan)))
     ids = [c.id for c in ordered]
     return [ids[i : i + unit_size] for i in range(0, len(ids), unit_size)]
 
@@ -134,10 +137,15 @@ class StopCheck:
             return s.execute(held).scalar_one() == 0
 
 
-def watched_view(base: nn.Module, plan: Plan, stop: Callable[..., None]) -> nn.Module:
+def watched_view(
+    base: nn.Module,
+    plan: Plan,
+    stop: Callable[..., None],
+    sources: dict[str, nn.Module] | None = None,
+) -> nn.Module:
     """A view of ``plan`` whose every position first calls ``stop`` (a forward pre-hook on the
     view's own layer objects: the base model's layers get no hook)."""
-    view = build_view(base, plan)
+    view = build_view(base, plan, sources)
     for layer in decoder_stack(view)[1]:
         layer.register_forward_pre_hook(stop)
     return view
@@ -145,11 +153,12 @@ def watched_view(base: nn.Module, plan: Plan, stop: Callable[..., None]) -> nn.M
 
 @dataclass
 class Unit:
-    """What a unit evaluates once claimed: the model, and the plans of each eval to run."""
+    """What a unit evaluates once claimed: the models, and the plans of each eval to run."""
 
     config: SweepConfig
     plans: dict[int, Plan]  # candidate id -> plan
     work: list[tuple[AnyEvalSpec, dict[int, Plan]]]  # cheapest eval first
+    sources: dict[str, str] = field(default_factory=dict)  # source models named: name -> spec
     failed: dict[int, str] = field(default_factory=dict)  # candidate id -> why
 
     @property
@@ -187,7 +196,9 @@ def _claim(
         for spec in config.levels[lv].evals
     ]
     work.sort(key=lambda item: get_eval(item[0].kind).cost)
-    return Unit(config, plans, work)
+    named = {name for plan in plans.values() for name in plan.models()}
+    sources = {name: spec for name, spec in config.models.items() if name in named}
+    return Unit(config, plans, work, sources)
 
 
 def _finish(sessions: sessionmaker[Session], sweep_id: int, unit: Unit, claimant: str) -> None:
@@ -209,7 +220,7 @@ def _model_changed(config: SweepConfig) -> str | None:
     if not config.fingerprinted:
         return None
     try:
-        current = current_model_key(config.model)
+        current = current_model_key(config.model, config.models)
     except UserError as exc:
         return f"loading the base model: {exc}"
     if current != config.model_key:
@@ -271,21 +282,40 @@ def _evaluate(
         unit.failed = dict.fromkeys(unit.plans, changed)
         return
     try:
-        base = models.get(unit.model, device, dtype, key=unit.config.model_key)
+        # the cache keeps a model per version of its files (a sweep's key also covers sources)
+        base = models.get(unit.model, device, dtype, key=model_fingerprint(unit.model))
     except Exception as exc:  # the model itself cannot be used: every candidate fails
         log.exception("cannot load %s", unit.model)
         unit.failed = dict.fromkeys(unit.plans, failure("loading the base model", exc))
         return
+    sources = _load_sources(unit, models, base, device, dtype)
     ctx = EvalContext(
         base=base.model,
         tokenizer=base.tokenizer,
-        make_view=lambda plan: watched_view(base.model, plan, stop),
+        make_view=lambda plan: watched_view(base.model, plan, stop, sources),
         progress=progress,
         memory_budget=memory_budget,
     )
     for spec, group in unit.work:
         stop.now()
         _run_eval(sessions, unit, spec, group, ctx, report, stop.claimant)
+
+
+def _load_sources(
+    unit: Unit, models: ModelCache, base: BaseModel, device: str, dtype: str
+) -> dict[str, nn.Module]:
+    """The source models the unit's plans name; a plan naming one that cannot be used fails."""
+    sources: dict[str, nn.Module] = {}
+    for name, spec in unit.sources.items():
+        try:
+            sources |= load_sources(models, base, {name: spec}, device, dtype)
+        except Exception as exc:
+            log.exception("cannot use source model %s (%s)", name, spec)
+            why = failure("loading the source models", exc)
+            for cid, plan in unit.plans.items():
+                if name in plan.models():
+                    unit.failed.setdefault(cid, why)
+    return sources
 
 
 def _to_compute(

@@ -28,6 +28,7 @@ from frankensweep.api.routes.sweeps import public, space_summary
 from frankensweep.db import FINISHED_CANDIDATE, FINISHED_SWEEP, Candidate, Sweep
 from frankensweep.evals.registry import eval_key
 from frankensweep.search import Plan
+from frankensweep.search.plans import format_scale
 from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.leaderboard import candidate_scores, leaderboard
 
@@ -67,25 +68,32 @@ def fmt_score(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1 else f"{value:.3f}"
 
 
-def plan_picture(plan: str, num_layers: int, scale: int = 3, height: int = 36) -> dict[str, Any]:
-    """The geometry of a plan's picture (``_plan.html`` draws it, escaping every text):
-    one bar per position, its height the source layer.
+#: colour classes of source models in the plan picture (``src1``.. in order of first use)
+SOURCE_COLOURS = 4
 
-    Positions whose source layer runs more than once are drawn in the accent colour; the
-    first position of each slice gets a tick, so jumps read as drops in the staircase. Bars are
-    drawn as one SVG path per run of positions of one slice and one colour (a title each), so a
-    page stays small however long its plans.
+
+def plan_picture(plan: str, num_layers: int, scale: int = 3, height: int = 36) -> dict[str, Any]:
+    """What the plan picture shows (the ``_plan.html`` macro draws it; Jinja escapes the text).
+
+    One bar per position, its height the source layer. A position whose (model, layer) runs more
+    than once is ``rep`` (the accent colour); a position of a source model is ``src1``, ``src2``,
+    ... (its own colour, the model named in its tooltip); a scaled position is ``scaled`` (paler,
+    its scale in the tooltip). The first position of each slice gets a tick, so jumps read as
+    drops in the staircase. Bars are drawn as one SVG path per run of positions of one slice and
+    one class (a tooltip each), so a page stays small however long its plans.
     """
     parsed = Plan.parse(plan)
-    counts = Counter(parsed.layers())
-    top = max(num_layers, max(counts) + 1, 1)
+    counts = Counter((model, layer) for model, layer, _ in parsed.positions())
+    colour = {name: 1 + i % SOURCE_COLOURS for i, name in enumerate(parsed.models())}
+    top = max(num_layers, max(layer for _, layer in counts) + 1, 1)
     width = max(scale - 1, 1)
     runs: list[dict[str, Any]] = []
     cuts, position = [], 0
     for s in parsed.slices:
         if position:
             cuts.append(f"M{position * scale - 1} 0h1v4h-1z")
-        for rep, group in itertools.groupby(s.layers(), key=lambda layer: counts[layer] > 1):
+        factor = format_scale(s.scale) if s.scale is not None else None
+        for rep, group in itertools.groupby(s.layers(), key=lambda i: counts[(s.model, i)] > 1):
             layers = list(group)
             bars = []
             for layer in layers:
@@ -93,14 +101,22 @@ def plan_picture(plan: str, num_layers: int, scale: int = 3, height: int = 36) -
                 bars.append(f"M{position * scale} {height - h:.1f}h{width}V{height}h-{width}z")
                 position += 1
             first, last = position - len(layers), position - 1
-            where = f"position {first}" if first == last else f"positions {first}-{last}"
-            what = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
-            model = f" of {s.model}" if s.model else ""
+            title = f"position {first}" if first == last else f"positions {first}-{last}"
+            title += (
+                f": layer {layers[0]}" if len(layers) == 1 else f": layers {layers[0]}-{layers[-1]}"
+            )
+            title += f" of {s.model}" if s.model is not None else ""
+            title += f", scale {factor}" if factor is not None else ""
+            classes = ["rep" if rep else "once"]
+            classes += [f"src{colour[s.model]}"] if s.model is not None else []
+            classes += ["scaled"] if factor is not None else []
             runs.append(
                 {
-                    "cls": "rep" if rep else "once",
+                    "cls": " ".join(classes),
                     "d": "".join(bars),
-                    "title": f"{where}: {what}{model}{' (repeated)' if rep else ''}",
+                    "title": title + (" (repeated)" if rep else ""),
+                    "model": s.model,
+                    "scale": factor,
                 }
             )
     return {
@@ -351,6 +367,7 @@ def candidate_page(candidate_id: RowId, request: Request, session: SessionDep) -
             "c": c,
             "sweep": c.sweep,
             "positions": len(Plan.parse(c.plan)),
+            "plan_models": Plan.parse(c.plan).models(),
             "scores": scores.get(c.digest, {}),
             "partial": partial.get(c.digest, {}),
             "reached": levels[reached].label,

@@ -48,11 +48,19 @@ RECIPE_SCHEMA = {
                                 },
                             },
                         },
-                    }
+                    },
+                    "parameters": {
+                        "type": "object",
+                        "description": "scale with o_proj / down_proj filters (a scaled slice)",
+                    },
                 },
             },
         },
         "merge_method": {"const": "passthrough"},
+        "base_model": {
+            "type": "string",
+            "description": "the base model, when slices come from other models too",
+        },
         "dtype": {"enum": list(DTYPES)},
     },
 }
@@ -115,7 +123,7 @@ def read_recipe(
     session: SessionDep,
     dtype: str = Query("bfloat16", description=f"one of {', '.join(DTYPES)}"),
 ) -> YAMLResponse:
-    """The candidate's mergekit passthrough recipe."""
+    """The candidate's mergekit passthrough recipe (each slice from its model, by path)."""
     if dtype not in DTYPES:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -128,7 +136,7 @@ def read_recipe(
             ],
         )
     c = get_candidate(session, candidate_id)
-    text = plan_to_recipe(Plan.parse(c.plan), c.sweep.model, dtype)
+    text = plan_to_recipe(Plan.parse(c.plan), c.sweep.model, dtype, c.sweep.models)
     return YAMLResponse(
         text,
         headers={"Content-Disposition": f'attachment; filename="candidate-{c.id}.yaml"'},

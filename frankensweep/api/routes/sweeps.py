@@ -44,6 +44,7 @@ def public(session: Session, sweep: Sweep, summary: bool = False) -> SweepPublic
         id=sweep.id,
         name=sweep.name,
         model=sweep.model,
+        models=sweep.models or {},
         num_layers=sweep.num_layers,
         status=sweep.status,
         error=sweep.error,
