@@ -6,6 +6,16 @@ from its config at submission, the command line checks a name before a long load
 
 from frankensweep.models.config import read_config, read_num_layers
 from frankensweep.models.fingerprint import model_fingerprint
+from frankensweep.models.load import (
+    DTYPE_NAMES,
+    QUANTIZATIONS,
+    LoadOptions,
+    LoadOptionsError,
+    check_checkpoint,
+    check_environment,
+    load_options,
+    parse_max_memory,
+)
 from frankensweep.models.spec import (
     SUPPORTED_MODEL_TYPES,
     ModelLoadError,
@@ -15,10 +25,18 @@ from frankensweep.models.spec import (
 )
 
 __all__ = [
+    "DTYPE_NAMES",
+    "QUANTIZATIONS",
     "SUPPORTED_MODEL_TYPES",
+    "LoadOptions",
+    "LoadOptionsError",
     "ModelLoadError",
+    "check_checkpoint",
+    "check_environment",
     "is_gguf",
+    "load_options",
     "model_fingerprint",
+    "parse_max_memory",
     "read_config",
     "read_num_layers",
     "resolve_spec",
