@@ -34,6 +34,9 @@ class SweepPublic(BaseModel):
     id: int
     name: str
     model: str
+    load: dict[str, Any] | None = Field(
+        description="how workers load the model (null: stored before load options)"
+    )
     num_layers: int
     status: str
     error: str | None

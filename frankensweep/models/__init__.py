@@ -13,6 +13,7 @@ from frankensweep.models.load import (
     LoadOptionsError,
     check_checkpoint,
     check_environment,
+    default_load,
     load_options,
     parse_max_memory,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "ModelLoadError",
     "check_checkpoint",
     "check_environment",
+    "default_load",
     "is_gguf",
     "load_options",
     "model_fingerprint",

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from frankensweep.core.errors import UserError
+
+if TYPE_CHECKING:
+    from frankensweep.core.config import Settings
 
 __all__ = [
     "DTYPE_NAMES",
@@ -37,6 +40,7 @@ __all__ = [
     "check_checkpoint",
     "check_environment",
     "checkpoint_quantization",
+    "default_load",
     "load_options",
     "parse_max_memory",
 ]
@@ -187,6 +191,19 @@ def parse_max_memory(text: str | None) -> dict[str, str] | None:
             )
         caps[device.strip()] = size.strip()
     return caps
+
+
+def default_load(settings: Settings, **given: Any) -> LoadOptions:
+    """The load options of ``given`` values (None: not given), the others from ``settings``
+    (``FRANKENSWEEP_DTYPE``, ``_QUANTIZATION``, ``_DEVICE_MAP``, ``_MAX_MEMORY``)."""
+    defaults: dict[str, Any] = {
+        "dtype": settings.dtype,
+        "quantization": settings.quantization,
+        "device_map": settings.device_map or None,
+    }
+    if given.get("device_map", defaults["device_map"]) == "auto":  # caps only go with auto
+        defaults["max_memory"] = parse_max_memory(settings.max_memory)
+    return load_options(**{**defaults, **{k: v for k, v in given.items() if v is not None}})
 
 
 def check_environment(options: LoadOptions, devices: bool = True) -> None:

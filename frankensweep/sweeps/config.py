@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from frankensweep.evals.registry import REGISTRY, AnyEvalSpec, parse_eval
+from frankensweep.models import LoadOptions
 from frankensweep.search import Filters, Plan, SpacePoint, enumerate_space, space_from_spec
 from frankensweep.strategies import Level, Strategy, make_strategy
 
@@ -25,12 +26,17 @@ if TYPE_CHECKING:
 __all__ = ["SweepConfig", "current_model_key", "model_identity", "model_key", "sweep_config"]
 
 
-def model_identity(model: str) -> dict[str, Any]:
+def model_identity(model: str, load: LoadOptions | None = None) -> dict[str, Any]:
     """Everything that decides what the named model computes, as it is on disk now: the
-    fingerprint of its files (``frankensweep.models.fingerprint``)."""
+    fingerprint of its files (``frankensweep.models.fingerprint``) and, unless they are the
+    defaults, the load options that change its numbers (quantization, dtype): an nf4 score is
+    never reused for a bfloat16 sweep of the same plan."""
     from frankensweep.models import model_fingerprint
 
-    return {"weights": model_fingerprint(model)}
+    identity: dict[str, Any] = {"weights": model_fingerprint(model)}
+    if load is not None and load.keyed:
+        identity["load"] = load.identity()
+    return identity
 
 
 def model_key(model: str, identity: dict[str, Any]) -> str:
@@ -40,9 +46,9 @@ def model_key(model: str, identity: dict[str, Any]) -> str:
     return f"{model[:960]}#{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
 
 
-def current_model_key(model: str) -> str:
-    """The key ``model`` would get if submitted now."""
-    return model_key(model, model_identity(model))
+def current_model_key(model: str, load: LoadOptions | None = None) -> str:
+    """The key ``model`` loaded with ``load`` would get if submitted now."""
+    return model_key(model, model_identity(model, load))
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class SweepConfig:
     sweep_id: int
     model: str  # the base model as the user named it
     model_key: str  # what its results are stored under (``model_key``)
+    load: LoadOptions | None  # how workers load the model (None: stored before load options)
     num_layers: int  # its depth N
     space: dict[str, Any]  # the space's spec (``space_from_spec``), filters left out
     filters: Filters
@@ -67,6 +74,7 @@ class SweepConfig:
             sweep_id=sweep.id,
             model=sweep.model,
             model_key=sweep.model_key or sweep.model,  # rows stored before keys: the name
+            load=LoadOptions.model_validate(sweep.load_options) if sweep.load_options else None,
             num_layers=sweep.num_layers,
             space={k: v for k, v in sweep.space.items() if k != "filters"},
             filters=Filters.from_dict(sweep.space.get("filters")),

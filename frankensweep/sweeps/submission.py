@@ -1,11 +1,11 @@
 """Turn a submitted sweep into stored candidates, validating everything before storing anything.
 
 :func:`build_sweep` runs every check that can be made at submission, in order: the files it
-names lie under the path roots, the model's depth (from its config), the space (parsed, under the
-enumeration cap, non-empty after its filters), the strategy (its plan count under the per-sweep
-cap, its fidelity ladder), the evals (their data found, their sizes under the caps). Each failure
-is a :class:`SubmissionError` naming the field. :func:`store_sweep` then stores the sweep and its
-strategy's first round, whole or not at all.
+names lie under the path roots, the load options (``models/load.py``), the model's depth (from
+its config), the space (parsed, under the enumeration cap, non-empty after its filters), the
+strategy (its plan count under the per-sweep cap, its fidelity ladder), the evals (their data
+found, their sizes under the caps). Each failure is a :class:`SubmissionError` naming the field.
+:func:`store_sweep` then stores the sweep and its strategy's first round, whole or not at all.
 """
 
 from __future__ import annotations
@@ -29,7 +29,16 @@ from frankensweep.evals.registry import (
     PreferenceSpec,
     get_eval,
 )
-from frankensweep.models import ModelLoadError, read_config, read_num_layers
+from frankensweep.models import (
+    LoadOptions,
+    LoadOptionsError,
+    ModelLoadError,
+    check_checkpoint,
+    check_environment,
+    default_load,
+    read_config,
+    read_num_layers,
+)
 from frankensweep.search import (
     ExplicitSpace,
     Filters,
@@ -113,12 +122,33 @@ class ModelFacts(NamedTuple):
     key: str  # what its results are stored under (``sweeps.config.model_key``)
 
 
-def model_facts(spec: str) -> ModelFacts:
+def make_load(payload: SweepCreate, settings: Settings) -> LoadOptions:
+    """The sweep's load options: those of the request, the others from the settings.
+
+    bitsandbytes must be installed for a quantization (the API and the workers install the same
+    package); GPUs named in ``max_memory`` and the needs of a pre-quantized checkpoint are
+    checked against this machine in embedded mode only (scaled: the workers' machines differ,
+    and their loads fail with the reason)."""
+    given = (
+        {f: getattr(payload.load, f) for f in payload.load.model_fields_set} if payload.load else {}
+    )
+    try:
+        load = default_load(settings, **given)
+        check_environment(load, devices=settings.embedded)
+        check_checkpoint(payload.model, load, environment=settings.embedded)
+    except LoadOptionsError as exc:
+        raise SubmissionError(("body", "load", exc.field), str(exc)) from None
+    except ModelLoadError as exc:
+        raise SubmissionError(("body", "model"), str(exc)) from None
+    return load
+
+
+def model_facts(spec: str, load: LoadOptions | None = None) -> ModelFacts:
     """Depth, context length and results key of the named model (no weights are loaded)."""
     try:
         num_layers = read_num_layers(spec)
         max_positions = getattr(read_config(spec), "max_position_embeddings", None)
-        key = model_key(spec, model_identity(spec))
+        key = model_key(spec, model_identity(spec, load))
     except ModelLoadError as exc:
         raise SubmissionError(("body", "model"), str(exc)) from None
     return ModelFacts(num_layers, max_positions if isinstance(max_positions, int) else None, key)
@@ -308,6 +338,7 @@ def _summary(result: SpaceResult, strategy: Strategy, stored: int) -> dict[str, 
 
 def _new_sweep(
     payload: SweepCreate,
+    load: LoadOptions,
     model: ModelFacts,
     space: Space,
     filters: Filters,
@@ -319,6 +350,7 @@ def _new_sweep(
         name=payload.name,
         model=payload.model,
         model_key=model.key,
+        load_options=load.model_dump(mode="json"),
         num_layers=model.num_layers,
         space={
             **space.to_spec(),
@@ -348,7 +380,8 @@ def _new_sweep(
 def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     """Validate everything about a submission; nothing is stored (see ``store_sweep``)."""
     check_paths(payload, settings)  # before any file is opened: only names under the path roots
-    model = model_facts(payload.model)
+    load = make_load(payload, settings)
+    model = model_facts(payload.model, load)
     space = make_space(payload, model.num_layers, settings)
     filters = make_filters(payload)
     result = enumerate_plans(space, filters, settings)
@@ -356,7 +389,7 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     stored = check_strategy_size(strategy, result.kept, settings)
     evals = fingerprint_evals(payload, model, settings)
     check_strategy(strategy, payload, space, result.kept)
-    sweep = _new_sweep(payload, model, space, filters, evals, strategy)
+    sweep = _new_sweep(payload, load, model, space, filters, evals, strategy)
     base = Plan.base(model.num_layers).layers()
     points = [p for p in result.points if p.plan.layers() != base]
     return Submission(sweep, _summary(result, strategy, stored), points)

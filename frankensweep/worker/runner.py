@@ -209,7 +209,7 @@ def _model_changed(config: SweepConfig) -> str | None:
     if not config.fingerprinted:
         return None
     try:
-        current = current_model_key(config.model)
+        current = current_model_key(config.model, config.load)
     except UserError as exc:
         return f"loading the base model: {exc}"
     if current != config.model_key:
@@ -265,13 +265,14 @@ def _evaluate(
     stop: StopCheck,
     report: UnitReport,
 ) -> None:
-    """Load the model (once per process) and run the unit's evals, cheapest first."""
+    """Load the model (once per process, as the sweep's load options say; sweeps stored before
+    load options: ``dtype``) and run the unit's evals, cheapest first."""
     changed = _model_changed(unit.config)
     if changed is not None:
         unit.failed = dict.fromkeys(unit.plans, changed)
         return
     try:
-        base = models.get(unit.model, device, dtype, key=unit.config.model_key)
+        base = models.get(unit.model, device, dtype, unit.config.model_key, unit.config.load)
     except Exception as exc:  # the model itself cannot be used: every candidate fails
         log.exception("cannot load %s", unit.model)
         unit.failed = dict.fromkeys(unit.plans, failure("loading the base model", exc))

@@ -44,6 +44,7 @@ def public(session: Session, sweep: Sweep, summary: bool = False) -> SweepPublic
         id=sweep.id,
         name=sweep.name,
         model=sweep.model,
+        load=sweep.load_options,
         num_layers=sweep.num_layers,
         status=sweep.status,
         error=sweep.error,
