@@ -144,7 +144,7 @@ def _placement(options: LoadOptions, device: torch.device) -> dict[str, Any]:
     return {"device_map": "auto", **({"max_memory": caps} if caps else {})}
 
 
-def _quantization_config(options: LoadOptions, dtype: torch.dtype) -> Any:
+def quantization_config(options: LoadOptions, dtype: torch.dtype) -> Any:
     """The ``BitsAndBytesConfig`` of ``options.quantization`` (None for ``none``)."""
     if options.quantization == "none":
         return None
@@ -185,6 +185,19 @@ def _from_pretrained(location: str, kwargs: dict[str, Any], **load: Any) -> PreT
     return model
 
 
+def quantized_copy(
+    model: PreTrainedModel, quantization: Any, **placement: Any
+) -> PreTrainedModel:
+    """A copy of ``model`` (plain weights) quantized by transformers with ``quantization`` (a
+    ``BitsAndBytesConfig``), tensor by tensor as its weights reach their devices."""
+    cls, state, config = type(model), model.state_dict(), model.config
+    copy = cls.from_pretrained(
+        None, config=config, state_dict=state, quantization_config=quantization, **placement
+    )
+    copy.generation_config = model.generation_config
+    return copy
+
+
 def _quantized_gguf(
     location: str, kwargs: dict[str, Any], common: dict[str, Any], quantization: Any
 ) -> PreTrainedModel:
@@ -197,15 +210,7 @@ def _quantized_gguf(
         trust_remote_code=common["trust_remote_code"],
         device_map={"": "cpu"},
     )
-    make_serializable(plain)
-    cls, state, config = type(plain), plain.state_dict(), plain.config
-    generation = plain.generation_config
-    del plain
-    model = cls.from_pretrained(
-        None, config=config, state_dict=state, quantization_config=quantization, **common
-    )
-    model.generation_config = generation
-    return model
+    return quantized_copy(make_serializable(plain), quantization, **common)
 
 
 def load_base_model(
@@ -233,7 +238,7 @@ def load_base_model(
         "trust_remote_code": trust_remote_code,
         **_placement(options, _primary_device(options, device)),
     }
-    quantization = _quantization_config(options, torch_dtype)
+    quantization = quantization_config(options, torch_dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             location, trust_remote_code=trust_remote_code, **kwargs
