@@ -185,9 +185,7 @@ def _from_pretrained(location: str, kwargs: dict[str, Any], **load: Any) -> PreT
     return model
 
 
-def quantized_copy(
-    model: PreTrainedModel, quantization: Any, **placement: Any
-) -> PreTrainedModel:
+def quantized_copy(model: PreTrainedModel, quantization: Any, **placement: Any) -> PreTrainedModel:
     """A copy of ``model`` (plain weights) quantized by transformers with ``quantization`` (a
     ``BitsAndBytesConfig``), tensor by tensor as its weights reach their devices."""
     cls, state, config = type(model), model.state_dict(), model.config

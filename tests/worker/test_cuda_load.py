@@ -9,6 +9,7 @@ import torch
 
 from frankensweep.models import LoadOptions, smollm2_path
 from frankensweep.search import Plan
+from frankensweep.testing.models import cached_and_recomputed
 from frankensweep.worker.loading import load_base_model
 from frankensweep.worker.views import build_view, decoder_stack
 
@@ -18,16 +19,11 @@ pytestmark = [
 ]
 
 PROMPT = "The three primary colours are red, yellow and"
-GENERATE = dict(max_new_tokens=40, min_new_tokens=40, do_sample=False)
 
 
 def _cached_equals_recompute(base, plan: Plan) -> None:
-    view = build_view(base.model, plan)
     ids = base.tokenizer(PROMPT, return_tensors="pt").input_ids.to(base.device)
-    with torch.inference_mode():
-        cached = view.generate(ids, use_cache=True, **GENERATE)
-        recomputed = view.generate(ids, use_cache=False, **GENERATE)
-    assert torch.equal(cached, recomputed)
+    assert torch.equal(*cached_and_recomputed(build_view(base.model, plan), ids))
 
 
 def _positions_run_on_their_source_devices(base, plan: Plan) -> None:

@@ -20,7 +20,12 @@ from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 from frankensweep.evals.perplexity import perplexity
 from frankensweep.models import LoadOptions
 from frankensweep.search import Plan
-from frankensweep.testing.models import materialize, tiny_model, tiny_model_dir
+from frankensweep.testing.models import (
+    cached_and_recomputed,
+    materialize,
+    tiny_model,
+    tiny_model_dir,
+)
 from frankensweep.worker.hooks import has_device_hooks
 from frankensweep.worker.loading import load_base_model
 from frankensweep.worker.prefix_views import shared_view_perplexities
@@ -94,12 +99,7 @@ def test_view_logits_equal_materialized_copy_bitwise(offloaded, plain, plan_text
 
 def test_cached_generation_of_40_tokens_equals_recompute(offloaded):
     view = build_view(offloaded.model, Plan.parse("0-4,1-6"))
-    ids = _ids(8)
-    with torch.inference_mode():
-        cached = view.generate(ids, use_cache=True, **GENERATE)
-        recomputed = view.generate(ids, use_cache=False, **GENERATE)
-    assert cached.shape[1] == ids.shape[1] + 40
-    assert torch.equal(cached, recomputed)
+    assert torch.equal(*cached_and_recomputed(view, _ids(8)))
 
 
 def test_prefix_shared_perplexity_equals_separate_evaluation(offloaded):
@@ -145,8 +145,7 @@ def test_control_hooked_layers_without_rebinding_break_cached_generation(monkeyp
     naive = build_view(base, plan)
     with torch.inference_mode():
         assert torch.equal(naive(input_ids=ids, use_cache=False).logits, want)
-        cached = naive.generate(ids, use_cache=True, **GENERATE)
-        recomputed = naive.generate(ids, use_cache=False, **GENERATE)
+    cached, recomputed = cached_and_recomputed(naive, ids)
     assert not torch.equal(cached, recomputed)
     monkeypatch.undo()
     with torch.inference_mode():
@@ -194,10 +193,8 @@ def test_smollm2_under_hooks_view_equals_materialized_and_cache_is_exact(
     with torch.inference_mode():
         got = view(input_ids=ids, use_cache=False).logits
         want = materialize(smollm2.model, plan.layers())(input_ids=ids, use_cache=False).logits
-        cached = view.generate(ids, use_cache=True, **GENERATE)
-        recomputed = view.generate(ids, use_cache=False, **GENERATE)
     assert torch.equal(got, want)
-    assert torch.equal(cached, recomputed)
+    assert torch.equal(*cached_and_recomputed(view, ids))
 
 
 @pytest.mark.slow

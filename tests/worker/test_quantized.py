@@ -14,7 +14,7 @@ import torch
 from frankensweep.evals.perplexity import perplexity
 from frankensweep.models import LoadOptions, smollm2_path
 from frankensweep.search import Plan
-from frankensweep.testing.models import materialize
+from frankensweep.testing.models import cached_and_recomputed, materialize
 from frankensweep.worker.loading import load_base_model, quantization_config, quantized_copy
 from frankensweep.worker.prefix_views import shared_view_perplexities
 from frankensweep.worker.views import build_view, decoder_stack
@@ -120,14 +120,8 @@ def test_view_logits_equal_the_quantized_materialized_copy(quantized, smollm2):
 
 
 def test_cached_generation_of_40_tokens_equals_recompute(quantized):
-    view = build_view(quantized.model, PLAN)
     ids = quantized.tokenizer(PROMPT, return_tensors="pt").input_ids
-    kwargs = dict(max_new_tokens=40, min_new_tokens=40, do_sample=False)
-    with torch.inference_mode():
-        cached = view.generate(ids, use_cache=True, **kwargs)
-        recomputed = view.generate(ids, use_cache=False, **kwargs)
-    assert cached.shape[1] == ids.shape[1] + 40
-    assert torch.equal(cached, recomputed)
+    assert torch.equal(*cached_and_recomputed(build_view(quantized.model, PLAN), ids))
 
 
 def test_prefix_shared_perplexity_equals_separate_evaluation(quantized):
