@@ -99,9 +99,13 @@ def test_views_share_quantized_modules_and_states(quantized):
     states = [t for v in held for t in _tensors(v) if t is not module.weight and t.numel()]
     assert states, "the quantization state holds tensors (absmax, SCB, ...)"
     assert {t.untyped_storage().data_ptr() for t in states} <= _storages(view)
+    weights = {p.untyped_storage().data_ptr() for p in base.parameters()}
     with torch.inference_mode():
         view(input_ids=ids, use_cache=False)
-    assert _storages(base) == before  # running a view allocates no new state in the base
+    # int8 keeps per-call matmul state (outlier indices) on its modules: those of the base,
+    # which the view runs; the quantized weights themselves stay as they were
+    assert _storages(view) <= _storages(base)
+    assert {p.untyped_storage().data_ptr() for p in base.parameters()} == weights
 
 
 def test_view_logits_equal_the_quantized_materialized_copy(quantized, smollm2):
