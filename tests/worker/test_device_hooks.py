@@ -200,7 +200,7 @@ def test_smollm2_under_hooks_view_equals_materialized_and_cache_is_exact(
 @pytest.mark.slow
 def test_smollm2_under_hooks_prefix_sharing_is_exact(smollm2, smollm2_offloaded):
     plans = [Plan.parse(p) for p in ("0-20,10-30", "0-20,12-30", "0-16,8-30")]
-    ids = smollm2.tokenizer("Red, yellow and blue. " * 8, return_tensors="pt").input_ids
+    ids = smollm2.tokenizer("Red, yellow and blue. " * 20, return_tensors="pt").input_ids
     windows = ids[0, :64].reshape(2, 32)
     shared, _ = shared_view_perplexities(smollm2_offloaded, plans, windows)
     for plan in plans:
