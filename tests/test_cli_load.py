@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from test_cli import EXE, _env
 
 from frankensweep.models import smollm2_path
+from frankensweep.testing.processes import EXE, cli_env
 
 BAD = [
     (["--quantization", "q4"], "quantization: Input should be 'none', 'nf4' or 'int8'"),
@@ -35,7 +35,7 @@ def test_bad_load_options_give_one_line_error_and_exit_2(args, message):
     if "cuda:3" in args and _gpus() > 3:
         pytest.skip("this machine has a GPU 3")
     command = [EXE, "eval", "--model", str(smollm2_path()), "--plan", "0-30", *args]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env())
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=cli_env())
     _one_line_exit_2(proc, message)
 
 
@@ -53,7 +53,11 @@ def test_quantization_without_bitsandbytes_gives_one_line_error_and_exit_2():
     )
     args = ["eval", "--model", str(smollm2_path()), "--plan", "0-30", "--quantization", "nf4"]
     proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, env=_env()
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=cli_env(),
     )
     _one_line_exit_2(proc, "quantization nf4 needs bitsandbytes, which is not installed")
 
@@ -67,7 +71,7 @@ def test_eval_quantized_smollm2(quantization, smollm2):
 
     command = [EXE, "eval", "--model", str(smollm2_path()), "--plan", "0-30"]
     command += ["--quantization", quantization, "--ppl-tokens", "64", "--ctx", "32", "--json"]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, env=_env())
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, env=cli_env())
     assert proc.returncode == 0, proc.stderr
     (row,) = [json.loads(line) for line in proc.stdout.splitlines()]
     windows = make_windows(tokenize_corpus(smollm2.tokenizer, bundled_text()), 64, 32)
