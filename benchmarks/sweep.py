@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from frankensweep.worker.models import smollm2_path
 
 from benchmarks import Section, fmt_bytes, fmt_seconds, median, rss_bytes, smollm2, step
 from frankensweep.evals.perplexity import (
@@ -42,7 +41,8 @@ from frankensweep.evals.perplexity import (
     tokenize_corpus,
 )
 from frankensweep.evals.prefix import DEFAULT_MEMORY_BUDGET, PrefixStats, tree_nodes
-from frankensweep.mergekit import MERGEKIT_FLAGS, mergekit_command
+from frankensweep.export.mergekit import MERGEKIT_FLAGS, mergekit_command
+from frankensweep.models import smollm2_path
 from frankensweep.search import Filters, OverlapSpace, Plan, enumerate_space, plan_to_recipe
 from frankensweep.worker.prefix_views import shared_view_perplexities
 from frankensweep.worker.views import build_view

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,6 +77,39 @@ class Client:
     def recipe(self, candidate_id: int, dtype: str = "bfloat16") -> str:
         path = f"/api/candidates/{candidate_id}/recipe.yaml"
         return self._call("GET", path, params={"dtype": dtype}).text
+
+    def candidate(self, candidate_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/candidates/{candidate_id}").json()
+
+    def download(
+        self,
+        path: str,
+        dest: Path,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> int:
+        """Stream the body of ``GET path`` into the file ``dest``; return the bytes written.
+
+        ``progress(done, total)`` is called per chunk (total: the Content-Length, if sent).
+        """
+        try:
+            with self.http.stream("GET", path, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ClientError(_message(response))
+                length = response.headers.get("content-length")
+                total = int(length) if length else None
+                done = 0
+                with dest.open("wb") as sink:
+                    for chunk in response.iter_bytes(1 << 20):
+                        sink.write(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot download {path} from {self.url}: {exc}") from None
+        if total is not None and done != total:
+            raise ClientError(f"download of {path} ended after {done} of {total} bytes")
+        return done
 
     def close(self) -> None:
         self.http.close()

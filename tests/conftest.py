@@ -18,6 +18,8 @@ from frankensweep.testing.models import FAMILIES, tiny_model
 from frankensweep.testing.services import PostgresServer, RedisServer, ServiceError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# FastAPI's TestClient calls itself "testserver": trusted here beside the loopback names
+os.environ.setdefault("FRANKENSWEEP_TRUSTED_HOSTS", "127.0.0.1,localhost,::1,testserver")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

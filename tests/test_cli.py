@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,21 +11,9 @@ import pytest
 import yaml
 
 from frankensweep.search import Plan, recipe_to_plan
+from frankensweep.testing.processes import run_cli as run
 
 EXE = shutil.which("frankensweep", path=str(Path(sys.executable).parent))
-
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=600, env=_env())
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-def _env() -> dict:
-    import os
-
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
 
 
 def test_plans_prints_one_json_object_per_plan_and_counts_to_stderr():
@@ -173,3 +160,89 @@ def test_client_commands_default_to_frankensweep_url(monkeypatch):
         assert proc.returncode == 2 and f"error: cannot reach {there}" in proc.stderr, args
     proc = run("leaderboard", "1", "--url", other, check=False)
     assert proc.returncode == 2 and f"error: cannot reach {other}" in proc.stderr
+
+
+def test_plans_of_the_repeat_and_interleave_spaces():
+    from frankensweep.search import RepeatSpace
+
+    proc = run(
+        "plans", "--layers", "12", "--repeat", "--blocks", "1:2", "--repeats", "2:3",
+        "--max-added", "6", "--scale", "1,0.5",
+    )  # fmt: skip
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    size = RepeatSpace(12, blocks=[1, 2], repeats=[2, 3], max_added=6, scale=(1, 0.5)).size
+    assert len(records) == size
+    assert f"{size} points: {size} kept" in proc.stderr
+    scaled = [r for r in records if r["params"]["scale"] == 0.5]
+    assert all("*0.5" in r["plan"] for r in scaled) and len(scaled) == size // 2
+    proc = run(
+        "plans", "--layers", "30", "--interleave", "base,b", "--slice-size", "10",
+        "--overlap", "5", "--first", "base,b",
+    )  # fmt: skip
+    assert [json.loads(line)["plan"] for line in proc.stdout.splitlines()] == [
+        "0-10,5-15@b,10-20,15-25@b,20-30",
+        "0-10@b,5-15,10-20@b,15-25,20-30@b",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "--model", "o/m", "--plan", "0-8,8-16@b"], "give --source b=MODEL"),
+        (["eval", "--model", "o/m", "--plan", "0-8", "--source", "b"], "is not NAME=MODEL"),
+        (["eval", "--model", "o/m", "--plan", "0-8", "--source", "base=x/y"], "names the base"),
+        (["eval", "--model", "o/m", "--plan", "0-8,8-16*0"], "finite number > 0"),
+        (["plans", "--layers", "30", "--repeat", "--repeats", "1"], "repeats must be 2..16"),
+        (["plans", "--layers", "30", "--repeat", "--scale", "1,x"], "--scale '1,x'"),
+        (["plans", "--layers", "30", "--rys", "--repeat"], "give one space"),
+        (["plans", "--layers", "30", "--interleave", "base,b"], "needs --slice-size"),
+        (
+            [
+                "plans",
+                "--layers",
+                "30",
+                "--interleave",
+                "base",
+                "--slice-size",
+                "8",
+                "--overlap",
+                "2",
+            ],
+            "at least two models",
+        ),
+    ],
+)
+def test_bad_model_names_and_scales_give_one_line_errors(args, message):
+    test_bad_input_gives_one_line_error_and_exit_code_2(args, message)
+
+
+def test_eval_and_export_with_a_source_model(tmp_path):
+    """Perplexity through --source equals a view over the same two models, in process."""
+    from frankensweep.evals.corpus import bundled_text
+    from frankensweep.evals.perplexity import make_windows, perplexity, tokenize_corpus
+    from frankensweep.testing.models import tiny_model_dir
+    from frankensweep.worker.loading import load_base_model
+    from frankensweep.worker.views import build_view
+
+    base_dir = tiny_model_dir(tmp_path / "base", seed=0)
+    other_dir = tiny_model_dir(tmp_path / "other", seed=1)
+    plans = ["0-3,1-4@b,3-6", "0-4,2-4*0.5,4-6", "0-3,1-4,3-6"]
+    args = ["--ppl-tokens", "128", "--ctx", "64", "--json", "--device", "cpu"]
+    plan_args = [arg for p in plans for arg in ("--plan", p)]
+    proc = run("eval", "--model", str(base_dir), "--source", f"b={other_dir}", *plan_args, *args)
+    rows = {r["plan"]: r["perplexity"] for r in map(json.loads, proc.stdout.splitlines())}
+    base = load_base_model(str(base_dir), "cpu", "float32")
+    other = load_base_model(str(other_dir), "cpu", "float32")
+    windows = make_windows(tokenize_corpus(base.tokenizer, bundled_text()), 128, 64)
+    for plan, value in rows.items():
+        view = build_view(base.model, Plan.parse(plan), {"b": other.model})
+        assert value == perplexity(view, windows).perplexity, plan
+    assert len(set(rows.values())) == 3  # the other model's layers and the scale change it
+    recipe = run("export", "--model", str(base_dir), "--plan", plans[0], "--source",
+                 f"b={other_dir}", "--dtype", "float32").stdout  # fmt: skip
+    read = recipe_to_plan(recipe, str(base_dir), {str(other_dir): "b"})
+    assert str(read.plan) == plans[0]
+    deep = tiny_model_dir(tmp_path / "deep", layers=8)
+    proc = run("eval", "--model", str(base_dir), "--source", f"b={deep}", "--plan", plans[0],
+               *args, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "num_hidden_layers: 8 (base model: 6)" in proc.stderr

@@ -1,6 +1,7 @@
 """The package's dependencies point one way (DESIGN.md's layout), checked on the imports of
 every module: ``search`` <- ``evals`` / ``strategies`` <- ``sweeps`` <- ``worker`` / ``api``,
-with ``core`` (settings and shared rules), ``models`` (named base models) and ``db`` below."""
+with ``core`` (settings and shared rules), ``models`` (named base models) and ``db`` below;
+``export`` (formats a plan is written in) sits on ``worker`` and under ``api`` / ``cli``."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ ALLOWED = {
     "strategies": {"core", "search", "evals"},
     "sweeps": {"core", "search", "evals", "strategies", "models", "db"},
     "worker": {"core", "search", "evals", "strategies", "models", "db", "sweeps"},
-    "api": {"core", "search", "evals", "strategies", "models", "db", "sweeps", "worker"},
-    "cli": {"core", "search", "evals", "models", "db", "worker", "api", "client", "mergekit"},
+    "export": {"core", "search", "models", "worker"},
+    "api": {"core", "search", "evals", "strategies", "models", "db", "sweeps", "worker", "export"},
+    "cli": {"core", "search", "evals", "models", "db", "worker", "api", "client", "export"},
     "migrations": {"core", "db"},
 }
 

@@ -87,7 +87,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def test_the_installed_wheel_is_not_the_checkout_and_holds_every_file(installed, tmp_path):
     python = str(installed / "bin" / "python")
-    proc = run(python, "-c", "import frankensweep; print(frankensweep.__file__)", cwd=tmp_path)
+    code = "import frankensweep; print(frankensweep.__file__)"
+    proc = run(python, "-c", code, cwd=tmp_path, env=clean_env())
     assert proc.returncode == 0, proc.stderr
     package = Path(proc.stdout.strip()).parent
     assert package.is_relative_to(installed), proc.stdout

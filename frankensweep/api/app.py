@@ -10,7 +10,8 @@ from sqlalchemy import text
 from frankensweep import __version__
 from frankensweep.api import dashboard
 from frankensweep.api.errors import register_error_handlers
-from frankensweep.api.limits import BodySizeLimit
+from frankensweep.api.guard import RequestGuard
+from frankensweep.api.limits import BodyLimits
 from frankensweep.api.routes import candidates, sweeps
 from frankensweep.core.config import Settings, get_settings
 from frankensweep.db import make_engine, make_sessionmaker, upgrade
@@ -46,7 +47,12 @@ def create_app(settings: Settings | None = None, dispatch: bool = True) -> FastA
         summary="Search passthrough self-merges of an LLM without writing merged models.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimits, max_bytes=settings.max_request_bytes, read_timeout=settings.read_timeout
+    )
+    app.add_middleware(  # added last: runs first
+        RequestGuard, hosts=settings.host_allowlist(), origins=settings.origin_allowlist()
+    )
     register_error_handlers(app)  # database down: 503, retry
     app.include_router(sweeps.router)
     app.include_router(candidates.router)

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from frankensweep.core.errors import UserError, first_line
 from frankensweep.db.session import DATABASE_DOWN
+from frankensweep.sweeps.submission import TooManyActive
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,11 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+async def too_many_active(request: Request, exc: Exception) -> JSONResponse:
+    """429: a temporary refusal, retryable once a sweep ends (not a fault of the request)."""
+    return JSONResponse(status_code=429, content={"detail": str(exc)})
+
+
 async def user_error(request: Request, exc: Exception) -> JSONResponse:
     """422 shaped like FastAPI's own validation errors; ``loc`` names the field when known."""
     loc = list(getattr(exc, "loc", None) or ["body"])
@@ -40,3 +46,4 @@ def register_error_handlers(app: FastAPI) -> None:
     for exc_type in DATABASE_DOWN:
         app.add_exception_handler(exc_type, database_unavailable)
     app.add_exception_handler(UserError, user_error)
+    app.add_exception_handler(TooManyActive, too_many_active)

@@ -1,42 +1,74 @@
-"""Request body size limit, as a pure ASGI middleware (413 before the app sees the body).
+"""Request body limits, as a pure ASGI middleware (answered before the app sees the body).
 
-Counted on the body stream itself, so a client cannot get past it by omitting or understating
-Content-Length (chunked transfer); an overstated Content-Length is refused before reading. The
-body (at most the limit) is read ahead and handed to the app in one message.
+- Size: counted on the body stream itself, so a client cannot get past it by omitting or
+  understating Content-Length (chunked transfer); an overstated Content-Length is refused before
+  reading (413).
+- Time: the whole body must arrive within ``read_timeout`` seconds of the request's start, so a
+  client trickling its body a byte at a time cannot hold a connection and a request slot (408).
+
+The body (at most the limit) is read ahead and handed to the app in one message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+__all__ = ["BodyLimits", "refuse"]
 
-class BodySizeLimit:
-    """Answer 413 to any HTTP request whose body is over ``max_bytes``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+async def refuse(send: Send, status: int, detail: str, close: bool = True) -> None:
+    """Answer ``{"detail": ...}`` with ``status`` (FastAPI's error shape, compact JSON)."""
+    content = json.dumps({"detail": detail}, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))  # the rest of the body is never read
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+class BodyLimits:
+    """Answer 413 to a body over ``max_bytes``, 408 to one slower than ``read_timeout``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if _content_length(scope) > self.max_bytes:
-            await self._refuse(send)
+            await self._too_large(send)
             return
         chunks: list[bytes] = []
         size = 0
+        deadline = time.monotonic() + self.read_timeout
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            except TimeoutError:
+                await refuse(
+                    send,
+                    408,
+                    f"the request body did not arrive within {self.read_timeout:g} s "
+                    "(FRANKENSWEEP_READ_TIMEOUT)",
+                )
+                return
             if message["type"] != "http.request":  # the client left: let the app see it
                 await self.app(scope, _replay([message], receive), send)
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(send)
+                await self._too_large(send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -44,19 +76,13 @@ class BodySizeLimit:
         body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         await self.app(scope, _replay([body], receive), send)
 
-    async def _refuse(self, send: Send) -> None:
-        detail = (
+    async def _too_large(self, send: Send) -> None:
+        await refuse(
+            send,
+            413,
             f"request body over {self.max_bytes} bytes (FRANKENSWEEP_MAX_REQUEST_BYTES): "
-            "send a smaller sweep (fewer explicit plans or recipes), or raise the limit"
+            "send a smaller sweep (fewer explicit plans or recipes), or raise the limit",
         )
-        content = json.dumps({"detail": detail}, separators=(",", ":")).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(content)).encode()),
-            (b"connection", b"close"),  # the rest of the body is never read
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
 
 
 def _content_length(scope: Scope) -> int:

@@ -37,6 +37,10 @@ class SweepPublic(BaseModel):
     id: int
     name: str
     model: str
+    models: dict[str, str] = Field(description="source models its plans may name: name -> model")
+    load: dict[str, Any] | None = Field(
+        description="how workers load the model (null: stored before load options)"
+    )
     num_layers: int
     status: str
     error: str | None

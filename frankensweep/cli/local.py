@@ -7,13 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import TaskID
 from rich.table import Table
 
 from frankensweep.cli.app import (
     CliError,
+    DeviceMapOpt,
     DeviceOpt,
     DtypeOpt,
+    MaxMemoryOpt,
     ModelOpt,
+    QuantizationOpt,
     UrlOpt,
     app,
     err,
@@ -26,18 +30,56 @@ from frankensweep.cli.app import (
 )
 from frankensweep.client import DEFAULT_URL
 from frankensweep.search import (
+    BASE_NAME,
     DTYPES,
     Filters,
+    InterleaveSpace,
     IntRange,
     OverlapSpace,
     Plan,
+    RepeatSpace,
     RysSpace,
     Space,
     enumerate_space,
-    plan_to_recipe,
 )
 
 # ---------------------------------------------------------------------------------------- plans
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise CliError(
+            f"{name} {text!r} is not numbers joined by commas, e.g. 1,0.75,0.5"
+        ) from None
+
+
+def _overlap_space(
+    layers: int,
+    slice_size: str | None,
+    jump: str | None,
+    last_slice: str | None,
+    first_slice: str | None,
+) -> Space:
+    if slice_size is None or jump is None or last_slice is None:
+        missing = [
+            name
+            for name, value in (
+                ("--slice-size", slice_size),
+                ("--jump", jump),
+                ("--last-slice", last_slice),
+            )
+            if value is None
+        ]
+        fail(f"the overlap space needs {', '.join(missing)} (or use --rys, --repeat, --interleave)")
+    return OverlapSpace(
+        layers,
+        slice_size=IntRange.parse(slice_size, "--slice-size"),
+        jump=IntRange.parse(jump, "--jump"),
+        last_slice=IntRange.parse(last_slice, "--last-slice"),
+        first_slice=IntRange.parse(first_slice, "--first-slice") if first_slice else None,
+    )
 
 
 @app.command()
@@ -52,6 +94,30 @@ def plans(
         str | None, typer.Option(help="First-slice length (default: the slice size).")
     ] = None,
     rys: Annotated[bool, typer.Option("--rys", help="The RYS space (i, j) instead.")] = False,
+    repeat: Annotated[
+        bool, typer.Option("--repeat", help="The repeat space: blocks of layers run k times.")
+    ] = False,
+    blocks: Annotated[str, typer.Option(help="--repeat: number of blocks, A[:B[:STEP]].")] = "1",
+    length: Annotated[
+        str | None, typer.Option(help="--repeat: block length (default 1..N).")
+    ] = None,
+    repeats: Annotated[str, typer.Option(help="--repeat: k, runs of each block (2..16).")] = "2",
+    max_added: Annotated[
+        int | None, typer.Option(help="--repeat: most layers added in all.", min=1)
+    ] = None,
+    scale: Annotated[
+        str, typer.Option(help="--repeat: scales of the repeated runs, e.g. 1,0.75,0.5.")
+    ] = "1",
+    interleave: Annotated[
+        str | None,
+        typer.Option(help="The interleave space over these models, e.g. base,b (base = N's)."),
+    ] = None,
+    overlap: Annotated[
+        str | None, typer.Option(help="--interleave: layers each slice repeats, A[:B[:STEP]].")
+    ] = None,
+    first: Annotated[
+        str | None, typer.Option(help="--interleave: model(s) of the first and last slice.")
+    ] = None,
     max_repeats: Annotated[
         int | None, typer.Option(help="Drop plans repeating a layer more.")
     ] = None,
@@ -70,29 +136,41 @@ def plans(
 ) -> None:
     """Print the plans of a space, one JSON object per line; counts go to stderr."""
     space: Space
+    kinds = [
+        name
+        for name, on in (("--rys", rys), ("--repeat", repeat), ("--interleave", interleave))
+        if on
+    ]
+    if len(kinds) > 1:
+        fail(f"give one space: {' or '.join(kinds)}")
+    overlap_options = (slice_size, jump, last_slice, first_slice)
     if rys:
-        if any(v is not None for v in (slice_size, jump, last_slice, first_slice)):
+        if any(v is not None for v in overlap_options):
             fail("--rys takes no --slice-size/--jump/--last-slice/--first-slice")
         space = RysSpace(layers)
-    elif slice_size is None or jump is None or last_slice is None:
-        missing = [
-            name
-            for name, value in (
-                ("--slice-size", slice_size),
-                ("--jump", jump),
-                ("--last-slice", last_slice),
-            )
-            if value is None
-        ]
-        fail(f"the overlap space needs {', '.join(missing)} (or use --rys)")
-    else:
-        space = OverlapSpace(
+    elif repeat:
+        if any(v is not None for v in overlap_options):
+            fail("--repeat takes no --slice-size/--jump/--last-slice/--first-slice")
+        space = RepeatSpace(
             layers,
-            slice_size=IntRange.parse(slice_size, "--slice-size"),
-            jump=IntRange.parse(jump, "--jump"),
-            last_slice=IntRange.parse(last_slice, "--last-slice"),
-            first_slice=IntRange.parse(first_slice, "--first-slice") if first_slice else None,
+            blocks=IntRange.parse(blocks, "--blocks"),
+            length=IntRange.parse(length, "--length") if length else None,
+            repeats=IntRange.parse(repeats, "--repeats"),
+            max_added=max_added,
+            scale=tuple(_floats(scale, "--scale")),
         )
+    elif interleave is not None:
+        if slice_size is None or overlap is None:
+            fail("--interleave needs --slice-size and --overlap")
+        space = InterleaveSpace(
+            layers,
+            tuple(interleave.split(",")),
+            IntRange.parse(slice_size, "--slice-size"),
+            IntRange.parse(overlap, "--overlap"),
+            tuple(first.split(",")) if first else None,
+        )
+    else:
+        space = _overlap_space(layers, slice_size, jump, last_slice, first_slice)
     filters = Filters.study_defaults() if study_filters else Filters()
     overrides = {
         "max_repeats": max_repeats,
@@ -126,6 +204,40 @@ def parse_plans(texts: list[str], num_layers: int) -> list[Plan]:
         if plan not in parsed:
             parsed.append(plan)
     return parsed
+
+
+SourceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--source",
+        help="A source model plans may name: NAME=MODEL (a directory, hub id or .gguf); repeat.",
+    ),
+]
+
+
+def parse_sources(items: list[str] | None) -> dict[str, str]:
+    """``["b=/models/b"]`` -> ``{"b": "/models/b"}``; names as plans write them."""
+    sources: dict[str, str] = {}
+    for item in items or []:
+        name, sep, spec = item.partition("=")
+        name, spec = name.strip(), spec.strip()
+        if not sep or not name or not spec:
+            fail(f"--source {item!r} is not NAME=MODEL, e.g. --source b=/models/other")
+        if name == BASE_NAME:
+            fail(f'--source {item!r}: "{BASE_NAME}" names the base model: call it otherwise')
+        Plan.parse(f"0-1@{name}")  # a name plans can write
+        if name in sources:
+            fail(f"--source {name} is given twice")
+        sources[name] = spec
+    return sources
+
+
+def check_named(plans_: list[Plan], sources: dict[str, str]) -> None:
+    """Every model a plan names is a --source."""
+    for plan in plans_:
+        missing = [m for m in plan.models() if m not in sources]
+        if missing:
+            fail(f'plan "{plan}" takes a slice from {missing[0]}: give --source {missing[0]}=MODEL')
 
 
 def read_plans_file(path: Path) -> list[str]:
@@ -165,25 +277,42 @@ def eval_(
         int | None, typer.Option(help="EQ-Bench on the first N questions only.", min=1)
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per plan.")] = False,
+    source: SourceOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    quantization: QuantizationOpt = "none",
+    device_map: DeviceMapOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Perplexity (and optionally EQ-Bench) of each plan; nothing is written to disk."""
     from frankensweep.evals.corpus import load_corpus
     from frankensweep.evals.perplexity import make_windows, tokenize_corpus
+    from frankensweep.models import check_environment, load_options, parse_max_memory
     from frankensweep.worker.evaluate import evaluate_perplexity
+    from frankensweep.worker.loading import select_device
+
+    load = load_options(
+        quantization=quantization,
+        dtype=dtype,
+        device_map=device_map,
+        max_memory=parse_max_memory(max_memory),
+    )
+    check_environment(load)  # bitsandbytes, GPUs: before anything slow
+    if load.device_map is None:
+        select_device(device)
 
     texts = list(plan or []) + (read_plans_file(plans_file) if plans_file else [])
     if not texts:
         fail("give plans with --plan or --plans-file")
-    for text in texts:
-        Plan.parse(text)  # syntax errors before the model loads
+    sources = parse_sources(source)
+    check_named([Plan.parse(text) for text in texts], sources)  # before the model loads
     if eq_bench:
         from frankensweep.evals.eq_bench import load_questions
 
         load_questions(eq_bench, eq_bench_limit)  # a missing question set fails early
     text = load_corpus(ppl_corpus)
-    base = load_model(model, device, dtype)
+    base = load_model(model, device, dtype, load)
+    others = load_sources(base, sources, device, dtype)
     plans_ = parse_plans(texts, base.num_layers)
     windows = make_windows(tokenize_corpus(base.tokenizer, text), ppl_tokens, ctx)
     with progress_bar() as bar:
@@ -195,6 +324,7 @@ def eval_(
             batch_size,
             progress=lambda n: bar.advance(task, n),
             prefix_sharing=prefix_sharing,
+            sources=others,
         )
     rows = [r.to_json() for r in results]
     if eq_bench:
@@ -206,7 +336,7 @@ def eval_(
             task = bar.add_task("EQ-Bench", total=len(plans_) * questions)
             for row, p in zip(rows, plans_, strict=True):
                 eq = run_eq_bench(
-                    build_view(base.model, p),
+                    build_view(base.model, p, others),
                     base.tokenizer,
                     eq_bench,
                     limit=eq_bench_limit,
@@ -222,6 +352,14 @@ def eval_(
             out.print(json.dumps(row), markup=False)
         return
     out.print(ranked_table(rows, base.num_layers, windows))
+
+
+def load_sources(base, sources: dict[str, str], device: str, dtype: str) -> dict:
+    """The --source models, loaded with a spinner and checked against the base model."""
+    from frankensweep.worker.loading import MODELS, load_sources
+
+    with status(f"loading {', '.join(sources.values())}" if sources else "checking"):
+        return load_sources(MODELS, base, sources, device, dtype)
 
 
 def ranked_table(rows: list[dict], num_layers: int, windows) -> Table:
@@ -274,43 +412,164 @@ def export(
     candidate: Annotated[
         int | None, typer.Option(help="A stored candidate's id (asks the server at --url).")
     ] = None,
-    dtype: Annotated[str, typer.Option(help=f"Recipe dtype: {', '.join(DTYPES)}.")] = "bfloat16",
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="mergekit (the recipe), gguf (the base GGUF's own tensors per position) "
+            "or hf (a Hugging Face directory).",
+        ),
+    ] = "mergekit",
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="File (gguf, mergekit) or directory (hf); mergekit: stdout if none."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            help=f"mergekit: recipe dtype (bfloat16); hf: weights dtype ({', '.join(DTYPES)})."
+        ),
+    ] = None,
     recipe_model: Annotated[
         str | None,
         typer.Option(help="Model name to write in the recipe (default: --model as given)."),
     ] = None,
     layers: Annotated[
-        int | None, typer.Option(help="Depth N, to skip reading the model's config.", min=1)
+        int | None,
+        typer.Option(help="Depth N, to skip reading the model's config (mergekit).", min=1),
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="NAME=MODEL: the model to write for slices of NAME (default: NAME); repeat.",
+        ),
     ] = None,
     url: UrlOpt = DEFAULT_URL,
 ) -> None:
-    """Print the mergekit passthrough recipe (YAML) of a plan, or of a stored candidate."""
-    if candidate is not None:
-        if model is not None or plan is not None:
-            fail("give either --candidate or --model with --plan, not both")
-        from frankensweep.client import Client
+    """Export a plan or a stored candidate: mergekit recipe, GGUF file or HF directory."""
+    from frankensweep.export import ExportRequest, check_output, get_exporter
 
-        out.print(Client(url).recipe(candidate, dtype), end="", markup=False)
-        return
-    if model is None or plan is None:
+    exporter = get_exporter(format_)
+    if candidate is not None and (model is not None or plan is not None or source):
+        fail("give either --candidate or --model with --plan (and --source), not both")
+    if candidate is None and (model is None or plan is None):
         fail("export needs --model and --plan (or --candidate ID)")
+    if out_path is None and exporter.name != "mergekit":
+        kind = "directory" if exporter.directory else "file"
+        fail(f"--format {exporter.name} needs --out (a {kind} to write)")
+    if out_path is not None:
+        check_output(out_path, force)
+    if dtype is not None and dtype not in DTYPES:
+        fail(f"dtype {dtype!r} is not supported: use one of {', '.join(DTYPES)}")
+    if candidate is not None:
+        model, plan = _export_candidate(candidate, exporter.name, out_path, force, dtype, url)
+        if model is None:
+            return
+    assert model is not None and plan is not None
+    parsed = Plan.parse(plan)
+    request = ExportRequest(
+        model=model,
+        plan=parsed,
+        dtype=dtype,
+        recipe_model=recipe_model,
+        sources=parse_sources(source),
+    )
+    if exporter.name == "mergekit":
+        _export_recipe(request, layers, out_path, force)
+        return
+    assert out_path is not None  # required above for every format but mergekit
+    if exporter.name == "hf":
+        quiet_libraries()  # transformers loads the model; gguf never imports it
+    _write_export(exporter.name, request, out_path, force)
+
+
+def _export_recipe(request, layers: int | None, out_path: Path | None, force: bool) -> None:
+    """The recipe on stdout (or in ``out_path``), with a note on stderr for a GGUF base model."""
+    from frankensweep.export import export as write_export
+    from frankensweep.export.mergekit import gguf_note, recipe_text
     from frankensweep.models import read_num_layers, resolve_spec
 
-    parsed = Plan.parse(plan)
-    if dtype not in DTYPES:
-        fail(f"dtype {dtype!r} is not supported: use one of {', '.join(DTYPES)}")
-    resolve_spec(model)  # a missing model file is an error even with --layers
+    text = recipe_text(request)  # a bad dtype fails before the model is read
+    resolve_spec(request.model)  # a missing model file is an error even with --layers
     if layers is None:
         quiet_libraries()
-        layers = read_num_layers(model)
-    parsed.validate(layers)
-    if model.lower().endswith(".gguf") and recipe_model is None:
-        err.print(
-            "note: mergekit reads Hugging Face weights, not GGUF: run `frankensweep convert "
-            f"--model {model} --out DIR` and pass --recipe-model DIR",
-            highlight=False,
-        )
-    out.print(plan_to_recipe(parsed, recipe_model or model, dtype), end="", markup=False)
+        layers = read_num_layers(request.model)
+    request.plan.validate(layers)
+    note = gguf_note(request.model, request.recipe_model)
+    if note:
+        err.print(f"note: {note}", highlight=False, markup=False)
+    if out_path is None:
+        out.print(text, end="", markup=False)
+        return
+    size = write_export("mergekit", request, out_path, force=force)
+    err.print(f"wrote {out_path} ({size} bytes)", highlight=False, markup=False)
+
+
+def _write_export(name: str, request, out_path: Path, force: bool) -> None:
+    """Write a GGUF file or an HF directory, with a progress bar or a spinner."""
+    from frankensweep.export import get_exporter, staged_output
+
+    with status(f"checking {request.model}"):
+        job = get_exporter(name).prepare(request)
+    directory = get_exporter(name).directory
+    if job.total is None:
+        with status(f"writing {out_path}"), staged_output(out_path, force, directory) as staged:
+            size = job.write(staged)
+    else:
+        with progress_bar() as bar, staged_output(out_path, force, directory) as staged:
+            task = bar.add_task(f"writing {out_path.name}", total=job.total)
+            size = job.write(staged, lambda n: bar.advance(task, n))
+    err.print(
+        f"wrote {out_path} ({size / 2**20:.1f} MiB; {len(request.plan)} layers: {request.plan})",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _export_candidate(
+    candidate: int, name: str, out_path: Path | None, force: bool, dtype: str | None, url: str
+) -> tuple[str | None, str | None]:
+    """Export a stored candidate through the server: the recipe and the GGUF file come from the
+    server; for an HF directory, the candidate's plan and model are read and written here."""
+    from frankensweep.client import Client
+    from frankensweep.export import staged_output
+
+    client = Client(url)
+    if name == "mergekit":
+        text = client.recipe(candidate, dtype or "bfloat16")
+        if out_path is None:
+            out.print(text, end="", markup=False)
+        else:
+            with staged_output(out_path, force) as staged:
+                staged.write_text(text, encoding="utf-8")
+            err.print(f"wrote {out_path}", highlight=False, markup=False)
+        return None, None
+    if name == "gguf":
+        assert out_path is not None
+        bar, tasks = progress_bar(), list[TaskID]()
+
+        def advance(done: int, total: int | None) -> None:
+            if not tasks:  # the bar shows once the server has answered with the file
+                bar.start()
+                tasks.append(bar.add_task(f"downloading {out_path.name}", total=total))
+            bar.update(tasks[0], completed=done)
+
+        try:
+            with staged_output(out_path, force) as staged:
+                path = f"/api/candidates/{candidate}/export.gguf"
+                size = client.download(path, staged, advance)
+        finally:
+            if tasks:
+                bar.stop()
+        err.print(f"wrote {out_path} ({size / 2**20:.1f} MiB)", highlight=False, markup=False)
+        return None, None
+    found = client.candidate(candidate)
+    return client.sweep(found["sweep_id"])["model"], found["plan"]
 
 
 @app.command()

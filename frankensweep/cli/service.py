@@ -37,7 +37,14 @@ def serve(
         )
     mode = "embedded worker" if settings.embedded else "Celery workers"
     err.print(f"frankensweep on http://{host}:{port} ({mode}); API docs at /docs", highlight=False)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=5,  # an idle connection is closed after 5 s
+        limit_concurrency=settings.max_connections,
+    )
 
 
 @app.command()
@@ -244,8 +251,7 @@ def demo(
     out.print(leaderboard_table(board))
     if board["rows"] and board["rows"][0]["rank"]:
         winner = board["rows"][0]
-        out.print(f"\nwinner {winner['plan']} as a mergekit recipe:\n", markup=False)
-        out.print(client.recipe(winner["candidate_id"]), markup=False)
+        _winner_leaves(client, winner, database.with_name("frankensweep-demo-winner.gguf"))
     out.print(
         "SmolLM2-135M is far too small to gain from self-merging (gains appear at ~34B and up):\n"
         "the demo shows the mechanism and the ranking, not a better model.\n",
@@ -261,6 +267,27 @@ def demo(
             pass
     server.should_exit = True
     thread.join(10)
+
+
+def _winner_leaves(client: Client, winner: dict, gguf_path: Path) -> None:
+    """The demo's winner as a GGUF file (quantized tensors passed through) and as a recipe."""
+    from frankensweep.export import staged_output
+    from frankensweep.export.mergekit import gguf_note
+    from frankensweep.models import smollm2_path
+
+    candidate = winner["candidate_id"]
+    with staged_output(gguf_path, force=True) as staged:
+        size = client.download(f"/api/candidates/{candidate}/export.gguf", staged)
+    out.print(
+        f"\nwinner {winner['plan']} ({winner['positions']} layers) as a GGUF file: {gguf_path} "
+        f"({size / 2**20:.1f} MiB, the base file's own Q4_1/Q8_0 tensors, repeated layers "
+        f"written again: a file for llama.cpp)\n"
+        f"  frankensweep export --candidate {candidate} --format gguf --out winner.gguf\n",
+        markup=False,
+    )
+    out.print("and as a mergekit recipe:\n", markup=False)
+    out.print(client.recipe(candidate), markup=False)
+    out.print(f"note: {gguf_note(str(smollm2_path()), None)}\n", markup=False)
 
 
 @app.command()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: the broker's visibility timeout when neither it nor a task time limit is set: 6 h
@@ -22,8 +23,19 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///frankensweep.db"
     # unset: an in-process worker evaluates (embedded); redis://host:6379/0: Celery workers
     broker_url: str | None = None
-    # when set, write endpoints need "Authorization: Bearer <token>"
+    # when set, write endpoints need "Authorization: Bearer <token>"; empty means unset
     api_token: SecretStr | None = None
+    # Host headers the API answers (comma-separated; "*": any). Empty: the loopback names when
+    # no token is set (a DNS-rebound name is refused), any host when one is
+    trusted_hosts: str = ""
+    # origins besides the API's own that may send writes (comma-separated, "scheme://host:port")
+    allowed_origins: str = ""
+    # a request body must arrive within this many seconds (slow clients get 408)
+    read_timeout: float = Field(default=30.0, gt=0)
+    # most connections `serve` keeps open at once (more get 503): bounds what slow clients hold
+    max_connections: int = Field(default=256, ge=1)
+    # most positions (decoder layers) a plan may have: longer ones are refused at submission
+    max_plan_positions: int = Field(default=1024, ge=1)
     # most plans one sweep may hold; bigger spaces are refused before anything is stored
     max_plans_per_sweep: int = Field(default=5000, ge=1)
     # most tokens one perplexity eval may score
@@ -33,9 +45,16 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=2 << 20, ge=1024)
     # most sweeps queued or running at once; further submissions get 429 until one ends
     max_active_sweeps: int = Field(default=16, ge=1)
-    # device and dtype workers load base models with
+    # the device workers load base models on (unless a sweep's device_map is auto)
     device: str = "auto"
+    # load options a sweep gets when its request names none (models/load.py): dtype (auto:
+    # bf16 on CUDA, fp32 elsewhere), quantization (none, nf4, int8), device_map (empty: one
+    # device; auto: every visible GPU, then CPU, then disk), max_memory ("0=70GiB,cpu=100GiB",
+    # with device_map auto). Workers use dtype for sweeps stored before load options
     dtype: str = "auto"
+    quantization: Literal["none", "nf4", "int8"] = "none"
+    device_map: Literal["", "auto"] = ""
+    max_memory: str = ""
     # memory budget for hidden states kept by prefix-shared evaluation, bytes
     prefix_memory_budget: int = Field(default=1 << 30, ge=0)
     # Celery: hard time limit of one work unit, seconds; unset (the default): none, so an honest
@@ -68,6 +87,24 @@ class Settings(BaseSettings):
         if demo is not None and demo.submodule_search_locations:
             roots.append(Path(next(iter(demo.submodule_search_locations))).resolve())
         return roots
+
+    @field_validator("api_token", mode="after")
+    @classmethod
+    def _empty_token_is_none(cls, token: SecretStr | None) -> SecretStr | None:
+        """An empty (or blank) token is no token: it must never match a bare ``Bearer``."""
+        if token is None or not token.get_secret_value().strip():
+            return None
+        return token
+
+    def host_allowlist(self) -> list[str] | None:
+        """Host names the API answers, or None for any (see ``trusted_hosts``)."""
+        names = [h.strip().lower() for h in self.trusted_hosts.split(",") if h.strip()]
+        if "*" in names or (not names and self.api_token is not None):
+            return None
+        return names or ["127.0.0.1", "localhost", "::1"]
+
+    def origin_allowlist(self) -> list[str]:
+        return [o.strip().rstrip("/").lower() for o in self.allowed_origins.split(",") if o.strip()]
 
     @model_validator(mode="after")
     def _visibility_above_time_limit(self) -> Settings:

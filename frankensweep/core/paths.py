@@ -20,6 +20,7 @@ __all__ = [
     "HUB_ID",
     "PathRefused",
     "check_file_or_hub",
+    "check_name_length",
     "is_hub_id",
     "names_local_file",
     "resolve_under",
@@ -38,6 +39,24 @@ class PathRefused(UserError, ValueError):
 def is_hub_id(text: str) -> bool:
     """Whether ``text`` is a hub id ``owner/name`` under the strict pattern ``HUB_ID``."""
     return HUB_ID.fullmatch(text) is not None
+
+
+#: longest file name and path the file systems here take (NAME_MAX, PATH_MAX of Linux)
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def check_name_length(text: str, what: str) -> None:
+    """Raise ``PathRefused`` for a name no file system here can hold (the OS would answer
+    ENAMETOOLONG at the first ``stat``)."""
+    encoded = [part.encode("utf-8", "surrogateescape") for part in text.split("/")]
+    if len(text.encode("utf-8", "surrogateescape")) > PATH_MAX or any(
+        len(part) > NAME_MAX for part in encoded
+    ):
+        raise PathRefused(
+            f"{what} name too long: a path is at most {PATH_MAX} bytes and each of its parts "
+            f"at most {NAME_MAX}"
+        )
 
 
 def names_local_file(text: str, local_suffixes: tuple[str, ...] = ()) -> bool:
@@ -72,6 +91,7 @@ def check_file_or_hub(
     """Raise ``PathRefused`` unless ``text`` names a file under ``roots`` or (``hub_ok``) is a
     hub id. A missing local file (module docstring) under the roots passes: the loaders report
     it by name."""
+    check_name_length(text, what)
     local = not hub_ok or names_local_file(text, local_suffixes)
     if local and resolve_under(text, roots) is not None:
         return

@@ -59,14 +59,24 @@ class Base(DeclarativeBase):
 
 
 class Sweep(Base):
-    """One submitted search: base model + space + evals + strategy."""
+    """One submitted search: base model (and source models) + space + evals + strategy."""
 
     __tablename__ = "sweeps"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never given out twice
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     model: Mapped[str] = mapped_column(String(1000))
+    # what its results are stored under: the model and a digest of its files (sweeps/config.py)
+    model_key: Mapped[str] = mapped_column(String(1000), default="")
+    # how workers load the model (models/load.py LoadOptions); NULL: stored before load options
+    load_options: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # what model_key digests: each model's fingerprint and the keyed load options (workers
+    # tell which model changed since submission); NULL for sweeps stored before
+    identity: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     num_layers: Mapped[int] = mapped_column(Integer)
+    # named source models (name -> HF directory, hub id or .gguf) its plans may take slices from
+    models: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     space: Mapped[dict[str, Any]]
     evals: Mapped[list[Any]]
     strategy: Mapped[dict[str, Any]]
@@ -94,7 +104,10 @@ class Candidate(Base):
     """One plan inside a sweep, with its status; the base model's own plan is the reference."""
 
     __tablename__ = "candidates"
-    __table_args__ = (UniqueConstraint("sweep_id", "digest", name="uq_candidate_sweep_digest"),)
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "digest", name="uq_candidate_sweep_digest"),
+        {"sqlite_autoincrement": True},  # ids are never given out twice
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
@@ -123,7 +136,11 @@ class Candidate(Base):
 
 
 class Result(Base):
-    """The score of one (model, plan, eval settings): written once, read by every sweep."""
+    """The score of one (model, plan, eval settings): written once, read by every sweep.
+
+    ``model`` holds the sweep's model key (the model and a digest of its files), so a rewritten
+    checkpoint never reuses the scores of the old one.
+    """
 
     __tablename__ = "results"
     __table_args__ = (

@@ -20,15 +20,19 @@ DATABASE_DOWN = (
 VERSION_TABLE = "frankensweep_alembic_version"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine; SQLite gets WAL, foreign keys and a busy timeout for concurrent writers."""
+def make_engine(url: str, foreign_keys: bool = True) -> Engine:
+    """An engine; SQLite gets WAL, foreign keys and a busy timeout for concurrent writers.
+
+    ``foreign_keys=False`` is for migrations only: SQLite rebuilds a table by dropping it, and
+    with foreign keys on that drop would cascade into the tables referring to it.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()

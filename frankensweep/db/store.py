@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy import CursorResult, and_, false, func, or_, select, update
 from sqlalchemy import Result as Result_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -26,6 +26,43 @@ RESULT_KEY = ("model", "plan_digest", "eval_key")
 def rowcount(result: Result_[Any]) -> int:
     """Rows an UPDATE / INSERT / DELETE touched (its result is a cursor result)."""
     return cast(CursorResult[Any], result).rowcount
+
+
+def write_lock(session: Session) -> None:
+    """Serialize this transaction with every other one that takes the lock (until it ends).
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: a write statement, which takes the
+    database's one write lock at once (a deferred transaction would only take it at its first
+    write, after its reads).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_LOCK_ID)))
+    else:
+        session.execute(update(Sweep).where(false()).values(id=Sweep.id))
+
+
+#: the advisory lock id of :func:`write_lock` ("fs" + a number of our own)
+_LOCK_ID = 0x6673_0001
+
+
+def lock_sweep(session: Session, sweep_id: int) -> str | None:
+    """Lock the sweep's row until this transaction ends and return its status as committed
+    (None if it was deleted): a status change committed by another transaction (a cancel)
+    either happened before (and is seen) or waits for this transaction to end."""
+    stmt = (
+        update(Sweep)
+        .where(Sweep.id == sweep_id)
+        .values(status=Sweep.status)
+        .returning(Sweep.status)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def active_sweeps(session: Session) -> int:
+    """Sweeps queued or running."""
+    stmt = select(func.count()).where(Sweep.status.in_([SweepStatus.queued, SweepStatus.running]))
+    return session.execute(stmt).scalar_one()
 
 
 def upsert_result(

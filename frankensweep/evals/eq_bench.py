@@ -178,13 +178,18 @@ def questions_from_hub(dataset: str = HUB_DATASET, split: str = HUB_SPLIT) -> li
     ]
 
 
+def questions_are_local(questions: str | Path) -> bool:
+    """Whether ``questions`` names a local file (anything but a hub dataset id ``org/name``)."""
+    text = str(questions)
+    return names_local_file(text, (".json",)) or not is_hub_id(text)
+
+
 def load_questions(questions: str | Path, limit: int | None = None) -> list[dict[str, str]]:
     """Task records from a question file, or from a hub dataset id (``org/name``)."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1 (got {limit})")
     text = str(questions)
-    local = names_local_file(text, (".json",)) or not is_hub_id(text)
-    records = questions_from_file(text) if local else questions_from_hub(text)
+    records = questions_from_file(text) if questions_are_local(text) else questions_from_hub(text)
     if not records:
         raise EqBenchDataError(f"no EQ-Bench questions in {text}")
     return records[:limit]

@@ -1,8 +1,9 @@
 """Prefix-shared perplexity: many plans, each shared layer prefix computed once per token batch.
 
-Plans are put in a prefix tree of their ``(model, source layer)`` lists and walked depth first
-(lexicographic order of the lists). Every plan still runs through its own view and the model's own
-forward (embeddings, masks, rotary embeddings, final norm, LM head and loss per plan), so whatever
+Plans are put in a prefix tree of their positions -- ``(model, source layer, scale)`` lists, see
+``Plan.positions`` -- and walked depth first (lexicographic order of the lists). Every plan still
+runs through its own view and the model's own forward (embeddings, masks, rotary embeddings, final
+norm, LM head and loss per plan), so whatever
 a family does there (Gemma's embedding scaling, per-layer-type rotary and masks, softcapping) stays
 exact; only the decoder layers of a shared prefix are skipped. For every plan, each position of the
 view has its ``forward`` replaced (on the view's own layer object) by a memo step:
@@ -35,12 +36,18 @@ from frankensweep.evals.perplexity import PerplexityResult, result_from_nll, win
 if TYPE_CHECKING:
     from frankensweep.search import Plan
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "PrefixStats", "shared_perplexities", "tree_nodes"]
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "PrefixStats",
+    "prefix_order",
+    "shared_perplexities",
+    "tree_nodes",
+]
 
 #: default bound on the bytes of hidden states kept for reuse (1 GiB)
 DEFAULT_MEMORY_BUDGET = 1 << 30
 
-Source = tuple[str | None, int]
+Source = tuple[str | None, int, float | None]  # a position: model (None: base), layer, scale
 
 
 @dataclass(frozen=True)
@@ -59,9 +66,17 @@ class PrefixStats:
         return 1 - self.layer_evals / self.separate_layer_evals if self.separate_layer_evals else 0
 
 
-def _source_key(seq: tuple[Source, ...]) -> tuple[tuple[bool, str, int], ...]:
-    """Total order on source lists (``None`` model first); lexicographic = depth-first order."""
-    return tuple((model is not None, model or "", layer) for model, layer in seq)
+def _source_key(seq: tuple[Source, ...]) -> tuple[tuple[bool, str, int, float], ...]:
+    """Total order on position lists (base model and no scale first); lexicographic =
+    depth-first order."""
+    return tuple(
+        (model is not None, model or "", layer, scale or 1.0) for model, layer, scale in seq
+    )
+
+
+def prefix_order(plan: Plan) -> tuple[tuple[bool, str, int, float], ...]:
+    """Sort key putting plans in the walk's depth-first order (shared prefixes together)."""
+    return _source_key(tuple(plan.positions()))
 
 
 def _common(a: Sequence[Source], b: Sequence[Source]) -> int:
@@ -75,7 +90,7 @@ def _common(a: Sequence[Source], b: Sequence[Source]) -> int:
 
 
 def _sorted_sources(plans: Iterable[Plan]) -> list[tuple[Source, ...]]:
-    return sorted({tuple(plan.sources()) for plan in plans}, key=_source_key)
+    return sorted({tuple(plan.positions()) for plan in plans}, key=_source_key)
 
 
 def tree_nodes(plans: Iterable[Plan]) -> int:
@@ -99,7 +114,7 @@ def _schedule(plans: Sequence[Plan]) -> tuple[list[_Step], int]:
     """The walk: steps in depth-first order, and the number of tree nodes."""
     groups: dict[tuple[Source, ...], list[Plan]] = {}
     for plan in plans:
-        groups.setdefault(tuple(plan.sources()), []).append(plan)
+        groups.setdefault(tuple(plan.positions()), []).append(plan)
     seqs = sorted(groups, key=_source_key)
     paths: list[list[int]] = []
     resume: list[int] = []  # shared depth with the previous step

@@ -4,6 +4,11 @@ An eval suite is a list of eval specs (pydantic models, discriminated by ``kind`
 declares its relative ``cost`` (strategies run cheap evals first), its primary ``metric`` and
 whether higher is better. ``eval_key(spec)`` names the settings: identical (model, plan, key)
 triples are evaluated once and shared across sweeps.
+
+A spec's ``fingerprint`` is a digest of the data the eval reads (the corpus text, the question
+set, the prompts), filled in at submission by ``Eval.fingerprint``: it is part of the key, so a
+rewritten corpus file never reuses scores computed on its old text, and a worker refuses to run an
+eval whose data changed after submission (it would store new scores under the old key).
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.json_schema import SkipJsonSchema
 
 from frankensweep.core.errors import UserError
-from frankensweep.core.paths import is_hub_id
+from frankensweep.core.fingerprint import file_digest
 from frankensweep.search import Plan  # torch-free; implementations import torch lazily
 
 
@@ -31,6 +36,8 @@ def kind_required(schema: dict[str, Any]) -> None:
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=kind_required)
+    # digest of the eval's data, set at submission (a client's value is replaced)
+    fingerprint: SkipJsonSchema[str | None] = None
 
 
 class PerplexitySpec(_Spec):
@@ -72,7 +79,10 @@ def parse_eval(data: Any) -> AnyEvalSpec:
 
 def eval_key(spec: AnyEvalSpec) -> str:
     """``kind:digest`` of the canonical settings; the same settings always give the same key."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # sweeps stored before fingerprints keep their keys (and their scores)
+    unset = {"fingerprint"} if spec.fingerprint is None else set()
+    data = spec.model_dump(mode="json", exclude=unset)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return f"{spec.kind}:{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 
 
@@ -109,8 +119,29 @@ class Eval(Generic[SpecT]):
     metric: ClassVar[str]
     higher_is_better: ClassVar[bool]
 
-    def check(self, spec: SpecT) -> None:
-        """Raise EvalDataError (message names the field) if the eval's data cannot be found."""
+    def validate(self, spec: SpecT) -> None:
+        """Read the eval's data; raise EvalDataError (naming the field) if it cannot be used."""
+
+    def digest(self, spec: SpecT) -> str:
+        """A digest of the eval's data as it is now (cheap: files are hashed once per version)."""
+        raise NotImplementedError
+
+    def fingerprint(self, spec: SpecT) -> str:
+        """Check the eval's data can be used and return the digest of its content."""
+        self.validate(spec)
+        return self.digest(spec)
+
+    def with_fingerprint(self, spec: SpecT) -> SpecT:
+        """``spec`` with the fingerprint of its data as it is now."""
+        return spec.model_copy(update={"fingerprint": self.fingerprint(spec)})
+
+    def check_unchanged(self, spec: SpecT) -> None:
+        """Raise EvalDataError if the data changed since ``spec`` was fingerprinted."""
+        if spec.fingerprint is not None and self.digest(spec) != spec.fingerprint:
+            raise EvalDataError(
+                f"the data of the {self.kind} eval changed after the sweep was submitted: "
+                "its scores would be stored under the old data's key; submit a new sweep"
+            )
 
     def units(self, spec: SpecT) -> int:
         """Progress units per plan."""
@@ -129,15 +160,15 @@ class EvalDataError(UserError, ValueError):
     """An eval's settings or data cannot be used; the message names the field."""
 
 
-def _check_file_or_hub(value: str, field_name: str, hub_ok: bool) -> None:
-    path = Path(value).expanduser()
-    if path.exists():
-        if not path.is_file():
-            raise EvalDataError(f"{field_name}: {value} is not a file")
-        return
-    if hub_ok and is_hub_id(value):
-        return
-    raise EvalDataError(f"{field_name}: file not found: {value}")
+def _text_digest(text: str) -> str:
+    return f"sha256:{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+def _file_digest(path: str, field_name: str) -> str:
+    try:
+        return file_digest(path)
+    except OSError as exc:
+        raise EvalDataError(f"{field_name}: cannot read {path}: {exc.strerror or exc}") from None
 
 
 class PerplexityEval(Eval[PerplexitySpec]):
@@ -147,14 +178,20 @@ class PerplexityEval(Eval[PerplexitySpec]):
     metric = "perplexity"
     higher_is_better = False
 
-    def check(self, spec: PerplexitySpec) -> None:
-        from frankensweep.evals.corpus import CorpusError, is_bundled, load_corpus
+    def validate(self, spec: PerplexitySpec) -> None:
+        from frankensweep.evals.corpus import CorpusError, load_corpus
 
-        if not is_bundled(spec.corpus):
-            try:
-                load_corpus(spec.corpus)
-            except CorpusError as exc:
-                raise EvalDataError(f"corpus: {exc}") from None
+        try:
+            load_corpus(spec.corpus)
+        except CorpusError as exc:
+            raise EvalDataError(f"corpus: {exc}") from None
+
+    def digest(self, spec: PerplexitySpec) -> str:
+        from frankensweep.evals.corpus import bundled_text, is_bundled
+
+        if is_bundled(spec.corpus):  # it differs between Python versions
+            return _text_digest(bundled_text())
+        return _file_digest(spec.corpus, "corpus")
 
     def units(self, spec: PerplexitySpec) -> int:
         return max(1, spec.tokens // spec.ctx)
@@ -169,7 +206,7 @@ class PerplexityEval(Eval[PerplexitySpec]):
         from frankensweep.evals.perplexity import make_windows, tokenize_corpus
         from frankensweep.evals.prefix import shared_perplexities
 
-        key = f"windows:{spec.corpus}:{spec.tokens}:{spec.ctx}"
+        key = f"windows:{eval_key(spec)}"  # the fingerprint in it: a rewritten corpus re-reads
         if key not in ctx.cache:
             ids = tokenize_corpus(ctx.tokenizer, load_corpus(spec.corpus))
             ctx.cache[key] = make_windows(ids, spec.tokens, spec.ctx)
@@ -209,8 +246,21 @@ class EqBenchEval(Eval[EqBenchSpec]):
     metric = "eqbench"
     higher_is_better = True
 
-    def check(self, spec: EqBenchSpec) -> None:
-        _check_file_or_hub(spec.questions, "questions", hub_ok=True)
+    def validate(self, spec: EqBenchSpec) -> None:
+        from frankensweep.evals.eq_bench import EqBenchDataError, load_questions
+
+        try:
+            load_questions(spec.questions, spec.limit)
+        except EqBenchDataError as exc:
+            raise EvalDataError(f"questions: {exc}") from None
+
+    def digest(self, spec: EqBenchSpec) -> str:
+        from frankensweep.evals.eq_bench import load_questions, questions_are_local
+
+        if questions_are_local(spec.questions):
+            return _file_digest(spec.questions, "questions")
+        records = load_questions(spec.questions)  # a hub dataset: what it holds now
+        return _text_digest(json.dumps(records, sort_keys=True))
 
     def units(self, spec: EqBenchSpec) -> int:
         return spec.limit or 171
@@ -249,13 +299,18 @@ class PreferenceEval(Eval[PreferenceSpec]):
     metric = "preference"
     higher_is_better = True
 
-    def check(self, spec: PreferenceSpec) -> None:
+    def validate(self, spec: PreferenceSpec) -> None:
         from frankensweep.evals.preference import PreferenceDataError, load_prompts
 
         try:
             load_prompts(spec.prompts)
         except PreferenceDataError as exc:
             raise EvalDataError(f"prompts: {exc}") from None
+
+    def digest(self, spec: PreferenceSpec) -> str:
+        if isinstance(spec.prompts, str):
+            return _file_digest(spec.prompts, "prompts")
+        return _text_digest(json.dumps(spec.prompts, sort_keys=True))
 
     def run(self, spec: PreferenceSpec, plans, ctx: EvalContext) -> dict[Plan, Outcome]:
         import time

@@ -30,7 +30,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = make_engine(url)
+    engine = make_engine(url, foreign_keys=False)  # SQLite table rebuilds must not cascade
     with engine.connect() as connection:
         context.configure(
             connection=connection,

@@ -9,7 +9,33 @@ from typing import Any
 from frankensweep.core.errors import first_line
 from frankensweep.models.spec import ModelLoadError, resolve_spec
 
-__all__ = ["read_config", "read_num_layers"]
+__all__ = ["LAYER_CONFIG", "config_mismatches", "read_config", "read_num_layers"]
+
+#: config fields two models must agree on for one's decoder layers to run in the other's stack:
+#: architecture, depth, vocabulary, layer shapes, and what a layer reads from its config when it
+#: is built (norm epsilon, activation, biases, attention windows and scaling). Embeddings,
+#: rotary embeddings, final norm and LM head always come from the base model (and its config).
+LAYER_CONFIG = (
+    "model_type",
+    "num_hidden_layers",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_act",
+    "hidden_activation",
+    "rms_norm_eps",
+    "attention_bias",
+    "mlp_bias",
+    "use_sliding_window",
+    "sliding_window",
+    "max_window_layers",
+    "layer_types",
+    "query_pre_attn_scalar",
+    "attn_logit_softcapping",
+)
 
 
 @lru_cache(maxsize=64)
@@ -44,3 +70,17 @@ def read_num_layers(spec: str) -> int:
     if not isinstance(depth, int):
         raise ModelLoadError(f"{spec}: its config has no num_hidden_layers")
     return depth
+
+
+def config_mismatches(base: Any, other: Any) -> list[str]:
+    """``"vocab_size: 32000 (base model: 49152)"`` for every :data:`LAYER_CONFIG` field on which
+    ``other`` differs from ``base`` (configs, or anything with those attributes)."""
+    missing = object()
+    found = []
+    for name in LAYER_CONFIG:
+        mine, theirs = getattr(other, name, missing), getattr(base, name, missing)
+        if mine != theirs:
+            shown = "unset" if mine is missing else repr(mine)
+            reference = "unset" if theirs is missing else repr(theirs)
+            found.append(f"{name}: {shown} (base model: {reference})")
+    return found

@@ -1,8 +1,9 @@
 """Plans, spaces and recipes of frankenmerges (pure Python, imports no torch)."""
 
-from frankensweep.search.plans import Plan, PlanError, Slice
+from frankensweep.search.plans import BASE_NAME, Plan, PlanError, Slice
 from frankensweep.search.recipes import (
     DTYPES,
+    SCALED,
     Recipe,
     RecipeError,
     plan_to_recipe,
@@ -13,8 +14,10 @@ from frankensweep.search.spaces import (
     Filters,
     InfeasiblePoint,
     InfeasibleSpaceError,
+    InterleaveSpace,
     IntRange,
     OverlapSpace,
+    RepeatSpace,
     RysSpace,
     Space,
     SpaceError,
@@ -27,17 +30,21 @@ from frankensweep.search.spaces import (
 )
 
 __all__ = [
+    "BASE_NAME",
     "DTYPES",
+    "SCALED",
     "ExplicitSpace",
     "Filters",
     "InfeasiblePoint",
     "InfeasibleSpaceError",
     "IntRange",
+    "InterleaveSpace",
     "OverlapSpace",
     "Plan",
     "PlanError",
     "Recipe",
     "RecipeError",
+    "RepeatSpace",
     "RysSpace",
     "Slice",
     "Space",

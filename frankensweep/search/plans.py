@@ -2,13 +2,24 @@
 
 A plan is written ``0-16,8-24,16-30``: each ``START-END`` is a half-open slice ``[START, END)``
 of source layers, exactly like mergekit's ``layer_range``. ``START-END@MODEL`` takes the slice from
-another model (Goliath-style interleaves); without ``@MODEL`` it comes from the sweep's base model.
-Model names cannot contain whitespace or commas (they would not survive the text form).
+another (named source) model, as Goliath-style interleaves do; without ``@MODEL``, or with
+``@base``, it comes from the sweep's base model. ``START-END*SCALE`` (``8-16@other*0.5``: model
+first, then scale) multiplies the output of every attention-output and MLP-output projection of the
+slice's layers (``o_proj`` and ``down_proj``) by ``SCALE``, as mergekit's passthrough ``scale``
+parameter with those two filters does; the slice's other tensors are unchanged.
+
+Text form, exactly: a scale is a plain positive decimal (``0.5``, ``.75``, ``2``, ``1e-1``; no sign,
+no ``nan``/``inf``), finite and > 0. Its canonical text is Python's shortest round-tripping
+``repr`` of the float without a trailing ``.0`` (``0.50`` -> ``0.5``, ``2.0`` -> ``2``), and a
+scale of exactly 1 is no scale (``8-16*1`` is ``8-16``), so equal plans have one text and one
+digest. Model names cannot contain whitespace, commas or ``*`` (they would not survive the text
+form); ``base`` names the base model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -17,10 +28,14 @@ from functools import total_ordering
 
 from frankensweep.core.errors import UserError
 
-__all__ = ["Plan", "PlanError", "Slice"]
+__all__ = ["BASE_NAME", "Plan", "PlanError", "Slice", "check_scale", "format_scale"]
 
-_SLICE_RE = re.compile(r"^(-?\d+)\s*-\s*(-?\d+)\s*(?:@\s*(.*?))?$")
-_BAD_MODEL_RE = re.compile(r"[\s,]")
+_SLICE_RE = re.compile(r"^(-?\d+)\s*-\s*(-?\d+)\s*(?:@\s*([^*]*?))?\s*(?:\*\s*(.*?))?$")
+_BAD_MODEL_RE = re.compile(r"[\s,*]")
+_SCALE_RE = re.compile(r"^(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
+
+#: the model name that means the sweep's base model (``0-8@base`` is ``0-8``)
+BASE_NAME = "base"
 
 
 class PlanError(UserError, ValueError):
@@ -52,7 +67,39 @@ def _check_model(model: object, label: str) -> None:
     if not isinstance(model, str) or not model:
         raise PlanError(f"{label}: model must be a non-empty string or None, got {model!r}")
     if _BAD_MODEL_RE.search(model):
-        raise PlanError(f"{label}: model name {model!r} must not contain whitespace or commas")
+        raise PlanError(
+            f"{label}: model name {model!r} must not contain whitespace or commas, nor '*'"
+        )
+
+
+def check_scale(value: object, label: str, text: str | None = None) -> float | None:
+    """A slice's scale as a float (None for no scale, which 1 is); PlanError if unusable."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PlanError(f"{label}: scale must be a number, got {value!r}")
+    scale = float(value)
+    if not math.isfinite(scale) or scale <= 0:
+        shown = text if text is not None else repr(value)
+        raise PlanError(f"{label}: scale must be a finite number > 0, got {shown}")
+    return None if scale == 1 else scale
+
+
+def parse_scale(text: str, label: str) -> float | None:
+    """``0.5`` -> 0.5; only plain positive decimals (no sign, nan, inf or underscores)."""
+    if "@" in text:
+        raise PlanError(f"{label}: write the model before the scale, as START-END@MODEL*SCALE")
+    if not _SCALE_RE.match(text):
+        raise PlanError(
+            f"{label} has scale {text!r}: write a positive number after '*', e.g. \"8-16*0.5\""
+        )
+    return check_scale(float(text), label, text)
+
+
+def format_scale(scale: float) -> str:
+    """Canonical text of a scale: shortest round-tripping repr, no trailing ``.0``."""
+    text = repr(float(scale))
+    return text[:-2] if text.endswith(".0") else text
 
 
 @total_ordering
@@ -62,24 +109,32 @@ class Slice:
 
     start: int  # first source layer (inclusive)
     end: int  # one past the last source layer (exclusive), like mergekit's layer_range
-    model: str | None = None  # source model; None = the sweep's base model
+    model: str | None = None  # source model; None (or "base") = the sweep's base model
+    scale: float | None = None  # o_proj / down_proj output multiplier; None (or 1) = unscaled
 
     def __post_init__(self) -> None:
         label = _label(f"{self.start}-{self.end}", None)
         _check_int(self.start, "start", label)
         _check_int(self.end, "end", label)
-        _check_range(self.start, self.end, _label(str(self), None))
+        _check_range(self.start, self.end, _label(f"{self.start}-{self.end}", None))
         _check_model(self.model, label)
+        if self.model == BASE_NAME:
+            object.__setattr__(self, "model", None)
+        object.__setattr__(self, "scale", check_scale(self.scale, label))
 
     def __len__(self) -> int:
         return self.end - self.start
 
     def __str__(self) -> str:
         text = f"{self.start}-{self.end}"
-        return f"{text}@{self.model}" if self.model is not None else text
+        if self.model is not None:
+            text += f"@{self.model}"
+        if self.scale is not None:
+            text += f"*{format_scale(self.scale)}"
+        return text
 
-    def _key(self) -> tuple[int, int, str]:
-        return (self.start, self.end, self.model or "")
+    def _key(self) -> tuple[int, int, str, float]:
+        return (self.start, self.end, self.model or "", self.scale or 1.0)
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Slice):
@@ -111,7 +166,7 @@ class Plan:
 
     @classmethod
     def parse(cls, text: str) -> Plan:
-        """Parse ``"0-16,8-24,16-30"`` (``START-END`` or ``START-END@MODEL``, spaces tolerated)."""
+        """Parse ``"0-16,8-24*0.5,16-30"`` (``START-END[@MODEL][*SCALE]``, spaces tolerated)."""
         if not isinstance(text, str):
             raise PlanError(f'plan must be text like "0-16,8-24", got {type(text).__name__}')
         if not text.strip():
@@ -124,13 +179,17 @@ class Plan:
             label = _label(part, number)
             m = _SLICE_RE.match(part)
             if m is None:
-                raise PlanError(f'{label} is not START-END or START-END@MODEL: write e.g. "8-24"')
-            start, end, model = int(m.group(1)), int(m.group(2)), m.group(3)
+                raise PlanError(
+                    f"{label} is not START-END, START-END@MODEL or START-END*SCALE: "
+                    'write e.g. "8-24"'
+                )
+            start, end, model, scale = int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)
             _check_range(start, end, label)
             if model is not None and not model:
                 raise PlanError(f"{label} has an empty model after '@': name one or drop the '@'")
             _check_model(model, label)
-            slices.append(Slice(start, end, model))
+            value = parse_scale(scale, label) if scale is not None else None
+            slices.append(Slice(start, end, model, value))
         return cls(tuple(slices))
 
     @classmethod
@@ -175,10 +234,23 @@ class Plan:
         """``(model or None, source layer)`` of every position, in order."""
         return [(s.model, i) for s in self.slices for i in s.layers()]
 
+    def positions(self) -> list[tuple[str | None, int, float | None]]:
+        """``(model or None, source layer, scale or None)`` of every position: what it computes."""
+        return [(s.model, i, s.scale) for s in self.slices for i in s.layers()]
+
+    def models(self) -> list[str]:
+        """The source models the plan names (not the base model), in order of first use."""
+        return list(dict.fromkeys(s.model for s in self.slices if s.model is not None))
+
     @property
     def is_self_merge(self) -> bool:
         """True if every slice comes from the base model."""
         return all(s.model is None for s in self.slices)
+
+    @property
+    def is_scaled(self) -> bool:
+        """True if some slice carries a scale."""
+        return any(s.scale is not None for s in self.slices)
 
     def jumps(self) -> list[int]:
         """Backward jump ``prev.end - cur.start`` at each junction.
@@ -192,12 +264,20 @@ class Plan:
         """Highest number of positions that run the same source layer (of the same model)."""
         return max(Counter(self.sources()).values())
 
+    def without_scales(self) -> Plan:
+        """The same slices unscaled, contiguous ones of one model joined: the plan's layout."""
+        if not self.is_scaled:
+            return self
+        return Plan(tuple(Slice(s.start, s.end, s.model) for s in self.slices)).merged()
+
     def merged(self) -> Plan:
-        """Same layers, contiguous slices of one model joined (``0-8,8-16`` -> ``0-16``)."""
+        """Same positions, contiguous slices of one model and scale joined (``0-8,8-16`` ->
+        ``0-16``)."""
         out: list[Slice] = []
         for s in self.slices:
-            if out and out[-1].end == s.start and out[-1].model == s.model:
-                out[-1] = Slice(out[-1].start, s.end, s.model)
+            last = out[-1] if out else None
+            if last and last.end == s.start and (last.model, last.scale) == (s.model, s.scale):
+                out[-1] = Slice(last.start, s.end, s.model, s.scale)
             else:
                 out.append(s)
         return Plan(tuple(out))

@@ -32,11 +32,56 @@ F=3`` gives ``0-3,0-8``); ``j = F`` lets the first middle slice start at layer 0
 Examples: ``N=30, s=10, j=3, L=6`` -> ``0-10,7-17,14-24,24-30``;
 ``N=32, s=16, j=8, L=8`` -> ``0-16,8-24,16-32,24-32``.
 
+Repeat space (kind ``repeat``)
+------------------------------
+Parameters: ``blocks`` (how many blocks, an :class:`IntRange`, default 1), ``length`` (block
+length, default ``1..N``), ``repeats`` (``k``, how many times each block runs, default 2, each
+``>= 2``), ``max_added`` (bound on the added depth, default none) and ``scale`` (a list of scales
+for the repeated runs, default ``[1]``). A point is ``b`` blocks ``[i_1, j_1), ..., [i_b, j_b)``
+with ``0 <= i_1 < j_1 <= i_2 < j_2 <= ... <= N`` (non-overlapping; adjacent allowed), every
+length ``j_a - i_a`` in ``length``, a ``k_a`` in ``repeats`` per block, total added depth
+``sum_a (k_a - 1)(j_a - i_a) <= max_added``, and a scale ``s``. Its plan runs the layers in order
+with each block run ``k_a`` times in place (``0..j_1-1``, then ``i_1..j_1-1`` ``k_1 - 1`` more
+times, then ``j_1..j_2-1``, ...); the ``k_a - 1`` repeated runs (not the first) carry ``s``
+(e.g. ``0-20,10-20*0.5,20-30``). ``b = 0`` is the base plan ``0-N`` (a single point: no run to
+scale).
+
+Size, known before enumeration: with ``S`` the scales and ``K`` the repeat counts,
+``size = [0 in blocks] + |S| * sum_{b in blocks, b >= 1} P(b)``, where ``P(b)`` counts the
+block layouts with their ``k``: ``P(b) = sum_{a <= max_added} f(0, b, a)`` with
+``f(p, 0, 0) = 1``, ``f(N, b, a) = 0`` otherwise, and
+``f(p, b, a) = f(p + 1, b, a) + sum_{l in length, p + l <= N} sum_{k in K} f(p + l, b - 1,
+a - (k - 1) l)`` (no block starts at layer ``p``, or a block ``[p, p + l)`` run ``k`` times does;
+``f`` is 0 for ``a < 0``). Without bounds on length and added depth this is
+``P(b) = C(N + b, 2b) |K|^b`` (the ``2b`` ends ``i_1 <= j_1 - 1 <= i_2 - 1 <= ...`` chosen with
+repetition). Order: by ``b``, then the blocks ``(i_1, j_1, i_2, j_2, ...)`` lexicographically,
+then ``(k_1, ..., k_b)`` lexicographically, then the scales as given. Every point is feasible
+and no two give the same plan (each backward jump of a plan names one block's ends).
+Parameters of a point: ``i, j`` (block 1), ``i2, j2``, ... up to the most blocks that fit
+(``0, 0`` for absent blocks), ``k, k2, ...`` when ``repeats`` has several values (0 when absent),
+``scale`` when several scales are given.
+
 RYS space (kind ``rys``)
 ------------------------
-Point ``(i, j)`` with ``0 <= i < j <= N`` runs layers ``0..j-1`` then ``i..N-1`` (plan
-``0-j,i-N``), so block ``[i, j)`` runs twice; plus the base plan ``0-N`` recorded as ``i = j = 0``.
-``N(N+1)/2 + 1`` points (466 for N=30, 3,241 for N=80). Order: base, then by ``i``, then ``j``.
+The repeat space with ``blocks = 0..1``, ``k = 2`` and nothing else: point ``(i, j)`` with
+``0 <= i < j <= N`` runs layers ``0..j-1`` then ``i..N-1`` (plan ``0-j,i-N``), so block ``[i, j)``
+runs twice; plus the base plan ``0-N`` recorded as ``i = j = 0``. ``N(N+1)/2 + 1`` points (466 for
+N=30, 3,241 for N=80). Order: base, then by ``i``, then ``j``.
+
+Interleave space (kind ``interleave``)
+--------------------------------------
+Goliath-style plans over two or more models of the same architecture and depth. Parameters:
+``models`` (the names that take turns, in order; ``base`` is the base model), slice size ``s``
+and ``overlap`` ``o`` (each an :class:`IntRange`), ``first`` (the model, or models to search, that
+gives the first and the last slice; default the first of ``models``). Slice ``t = 0, 1, ...``
+is ``[t(s - o), min(t(s - o) + s, N))`` and comes from ``models[(f + t) mod m]`` (``f`` the
+index of ``first``, ``m`` the number of models); slices are appended until one ends at ``N``,
+so there are ``T = 1 + ceil((N - s) / (s - o))`` and every junction runs ``o`` layers again
+(from the other model), the last slice being ``o + 1 .. s`` layers long. A point is infeasible
+when ``s < 1`` or ``o < 0`` (``parameter out of range``), ``s > N``, ``o >= s`` (slices would not
+advance), or ``(T - 1) mod m != 0`` (the turns would not bring the last slice back to ``first``).
+Example: ``N=30, models=[base, b], s=10, o=5`` -> ``0-10,5-15@b,10-20,15-25@b,20-30``.
+Size: ``|s| * |o| * |first|``.
 
 Explicit space (kind ``explicit``)
 ----------------------------------
@@ -49,12 +94,15 @@ Optional, off by default (:class:`Filters`; ``Filters.study_defaults()`` is the 
 ``min_last_slice`` drops plans whose last slice is shorter; ``min_jump`` drops plans with a
 backward jump ``0 < b < min_jump`` at some junction (contiguous and skipping junctions are not
 backward jumps); ``max_jump_fraction`` drops plans with a junction jumping back more than that
-fraction of the length of the slice that jumps back (the later slice of the junction).
+fraction of the length of the slice that jumps back (the later slice of the junction). Filters
+look at a scaled plan's layout (:meth:`Plan.without_scales`): ``0-20,10-20*0.5,20-30`` is filtered
+as ``0-20,10-30``.
 
 Enumeration
 -----------
 Each point is, in order: dropped as infeasible (counted per reason), dropped as a duplicate (its
-layer list equals an earlier point's, e.g. ``0-10,10-20`` after ``0-20``; the first is kept),
+positions -- model, layer and scale of each -- equal an earlier point's, e.g. ``0-10,10-20`` after
+``0-20``; the first is kept),
 dropped by the first active filter it fails (counted per filter), or kept. Nothing is dropped
 silently: :class:`SpaceResult` carries every count, and
 ``size == kept + infeasible + duplicates + removed``. A space whose every point is infeasible
@@ -67,10 +115,11 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any, ClassVar
 
 from frankensweep.core.errors import UserError
-from frankensweep.search.plans import Plan, PlanError, Slice
+from frankensweep.search.plans import Plan, PlanError, Slice, check_scale
 
 __all__ = [
     "ExplicitSpace",
@@ -78,7 +127,9 @@ __all__ = [
     "InfeasiblePoint",
     "InfeasibleSpaceError",
     "IntRange",
+    "InterleaveSpace",
     "OverlapSpace",
+    "RepeatSpace",
     "RysSpace",
     "Space",
     "SpaceError",
@@ -242,6 +293,7 @@ class Filters:
 
     def check(self, plan: Plan) -> str | None:
         """Name of the first active filter that drops ``plan``, or None if it passes all."""
+        plan = plan.without_scales()
         if self.max_repeats is not None and plan.max_repeats() > self.max_repeats:
             return "max_repeats"
         if self.min_last_slice is not None and len(plan.slices[-1]) < self.min_last_slice:
@@ -474,20 +526,261 @@ class OverlapSpace(Space):
         return spec
 
 
-@dataclass(frozen=True)
-class RysSpace(Space):
-    """RYS space: plan ``0-j,i-N`` for ``0 <= i < j <= N`` (block ``[i, j)`` twice), plus base."""
+Block = tuple[int, int, int]  # (i, j, k): layers [i, j) run k times
 
-    kind: ClassVar[str] = "rys"
+#: most runs of one block in the repeat space (the RYS sequel searched x2..x8)
+MAX_REPEATS = 16
+
+
+def _values(r: IntRange, low: int, high: int) -> list[int]:
+    """The values of ``r`` within ``low..high`` (ranges may be far wider than a model)."""
+    first = r.min if r.min >= low else r.min + -(-(low - r.min) // r.step) * r.step
+    return list(range(first, min(r.max, high) + 1, r.step))
+
+
+def _scales(value: Any) -> tuple[float, ...]:
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    if not values:
+        raise SpaceError("scale needs at least one value, e.g. [1, 0.75, 0.5]")
+    if len(values) > 16:
+        raise SpaceError(f"scale has {len(values)} values: give at most 16")
+    scales: list[float] = []
+    for v in values:
+        try:
+            scale = check_scale(v, "scale")
+        except PlanError as exc:
+            raise SpaceError(f"{exc}: use numbers > 0 such as 1, 0.75, 0.5") from None
+        scales.append(1.0 if scale is None else scale)
+    if len(set(scales)) != len(scales):
+        raise SpaceError(f"scale {values!r} repeats a value: give each scale once")
+    return tuple(scales)
+
+
+def _choices(
+    layout: Sequence[tuple[int, int]], ks: Sequence[int], budget: int | None
+) -> Iterator[tuple[int, ...]]:
+    """Repeat counts of the blocks of ``layout``, lexicographically, adding at most ``budget``."""
+    if not layout:
+        yield ()
+        return
+    (i, j), rest = layout[0], layout[1:]
+    for k in ks:
+        cost = (k - 1) * (j - i)
+        if budget is not None and cost > budget:
+            break
+        for tail in _choices(rest, ks, budget - cost if budget is not None else None):
+            yield (k, *tail)
+
+
+@dataclass(frozen=True)
+class RepeatSpace(Space):
+    """Repeat space (see module doc): blocks of layers, each run ``k`` times in place."""
+
+    kind: ClassVar[str] = "repeat"
     num_layers: int
+    blocks: IntRange = IntRange(1, 1)  # how many blocks (0: the base plan)
+    length: IntRange | None = None  # block length; None: 1..num_layers
+    repeats: IntRange = IntRange(2, 2)  # k: runs of each block (>= 2)
+    max_added: int | None = None  # bound on sum (k - 1) * length; None: none
+    scale: tuple[float, ...] = (1.0,)  # scale of every repeated run (1: unscaled)
 
     def __post_init__(self) -> None:
-        _check_num_layers(self.num_layers)
+        n = _check_num_layers(self.num_layers)
+        for name in ("blocks", "length", "repeats"):
+            value = getattr(self, name)
+            if value is not None or name != "length":
+                object.__setattr__(self, name, IntRange.coerce(value, name))
+        if self.blocks.min < 0:
+            raise SpaceError(f"blocks must be >= 0, got {self.blocks}")
+        if self.length is not None and self.length.min < 1:
+            raise SpaceError(f"length must be >= 1 layer, got {self.length}")
+        if self.repeats.min < 2 or self.repeats.max > MAX_REPEATS:
+            raise SpaceError(
+                f"repeats must be 2..{MAX_REPEATS} (a block run once is no repeat), "
+                f"got {self.repeats}"
+            )
+        added = self.max_added
+        if added is not None and (not _is_int(added) or added < 1):
+            raise SpaceError(f"max_added must be an integer >= 1 or None, got {added!r}")
+        object.__setattr__(self, "scale", _scales(self.scale))
+        if self.size == 0:
+            raise SpaceError(
+                f"repeat space has no point: {self.blocks} block(s) of length "
+                f"{self.length or f'1:{n}'} run {self.repeats} times"
+                + (f" adding at most {added} layers" if added is not None else "")
+                + f" do not fit in {n} layers: allow fewer or shorter blocks"
+            )
+
+    # -- counting ---------------------------------------------------------------------------
 
     @property
-    def size(self) -> int:
+    def _lengths(self) -> list[int]:
         n = self.num_layers
-        return n * (n + 1) // 2 + 1
+        return _values(self.length, 1, n) if self.length is not None else list(range(1, n + 1))
+
+    @property
+    def _repeats(self) -> list[int]:
+        """Repeat counts that can occur (all of them, or those within ``max_added``)."""
+        top = self.max_added + 1 if self.max_added is not None else self.repeats.max
+        return _values(self.repeats, 2, top)
+
+    @property
+    def _max_blocks(self) -> int:
+        """The most blocks any point has: capped by how many of the shortest fit."""
+        lengths = self._lengths
+        return min(self.blocks.max, self.num_layers // lengths[0]) if lengths else 0
+
+    def _layouts_per_count(self) -> list[int]:
+        """``P(b)`` for ``b = 0..max blocks`` (module doc), by its recurrence.
+
+        Without ``max_added`` the added depth is not tracked (every ``k`` fits). With it, the
+        counts of ``f(p, b, .)`` for added depths ``0..max_added`` are packed into one Python
+        integer, ``w`` bits per depth (Kronecker substitution): running a block ``k`` times
+        shifts the packed counts by ``(k - 1) l`` fields and adding two rows adds them field by
+        field. ``w`` is one bit more than the largest unbounded count, which no field exceeds,
+        so no carry ever crosses into the next field below ``max_added``.
+        """
+        n, bmax, lengths = self.num_layers, self._max_blocks, self._lengths
+        ways = len(self._repeats)
+        f = [[1] * (n + 1)] + [[0] * (n + 1) for _ in range(bmax)]  # f[b][p], p from n down
+        for p in range(n - 1, -1, -1):
+            for b in range(1, bmax + 1):
+                f[b][p] = f[b][p + 1] + ways * sum(
+                    f[b - 1][p + length] for length in lengths if p + length <= n
+                )
+        unbounded = [f[b][0] for b in range(bmax + 1)]
+        top = self.max_added
+        if top is None or top >= (self.repeats.max - 1) * n:  # the bound never binds
+            return unbounded
+        width = max(unbounded).bit_length() + 1
+        mask = (1 << (width * (top + 1))) - 1
+        ks = self._repeats
+        g = [[1] * (n + 1)] + [[0] * (n + 1) for _ in range(bmax)]  # packed over added depth
+        for p in range(n - 1, -1, -1):
+            for b in range(1, bmax + 1):
+                row = g[b][p + 1]
+                for length in lengths:
+                    if p + length > n:
+                        break
+                    below = g[b - 1][p + length]
+                    for k in ks:
+                        shift = (k - 1) * length
+                        if shift > top:
+                            break
+                        row += below << (shift * width)
+                g[b][p] = row & mask
+        field = (1 << width) - 1
+        return [
+            sum((g[b][0] >> (a * width)) & field for a in range(top + 1)) for b in range(bmax + 1)
+        ]
+
+    @cached_property
+    def size(self) -> int:
+        per_count = self._layouts_per_count()
+        return sum(
+            (1 if b == 0 else len(self.scale) * per_count[b])
+            for b in _values(self.blocks, 0, len(per_count) - 1)
+        )
+
+    # -- plans ------------------------------------------------------------------------------
+
+    def plan_of(self, blocks: Sequence[Block], scale: float = 1.0) -> Plan:
+        """Plan running each block ``(i, j, k)`` ``k`` times in place, repeated runs scaled."""
+        n = self.num_layers
+        scaled = None if scale == 1 else scale
+        runs: list[tuple[int, int, float | None]] = []  # (start, end, scale), joined if contiguous
+        end = 0
+
+        def add(start: int, stop: int, value: float | None) -> None:
+            if runs and runs[-1][1] == start and runs[-1][2] == value:
+                runs[-1] = (runs[-1][0], stop, value)
+            elif stop > start:
+                runs.append((start, stop, value))
+
+        for i, j, k in blocks:
+            if not (end <= i < j <= n) or k < 1:
+                raise PlanError(
+                    f"block {i}-{j} run {k} times does not fit after layer {end} of {n}: blocks "
+                    "must be in order, non-overlapping and within the model"
+                )
+            add(end, j, None)
+            for _ in range(k - 1):
+                add(i, j, scaled)
+            end = j
+        add(end, n, None)
+        return Plan(tuple(Slice(a, b, None, value) for a, b, value in runs))
+
+    def _layouts(
+        self, count: int, start: int, budget: int | None
+    ) -> Iterator[list[tuple[int, int]]]:
+        """Non-overlapping blocks ``[i, j)`` in ``[start, N)``, lexicographically."""
+        if count == 0:
+            yield []
+            return
+        n, lengths, kmin = self.num_layers, set(self._lengths), self.repeats.min
+        shortest = min(lengths)
+        for i in range(start, n - shortest * count + 1):
+            for j in range(i + shortest, n + 1):
+                if j - i not in lengths:
+                    continue
+                cost = (kmin - 1) * (j - i)
+                if budget is not None and cost > budget:
+                    break
+                rest = budget - cost if budget is not None else None
+                for tail in self._layouts(count - 1, j, rest):
+                    yield [(i, j), *tail]
+
+    def _params(self, blocks: Sequence[Block], scale: float) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        several_k = len(self._repeats) > 1
+        for a in range(self._max_blocks):
+            i, j, k = blocks[a] if a < len(blocks) else (0, 0, 0)
+            suffix = "" if a == 0 else str(a + 1)
+            params[f"i{suffix}"] = i
+            params[f"j{suffix}"] = j
+            if several_k:
+                params[f"k{suffix}"] = k
+        if len(self.scale) > 1:
+            params["scale"] = scale
+        return params
+
+    def candidates(self) -> Iterator[tuple[dict[str, Any], Plan | InfeasiblePoint]]:
+        ks = self._repeats
+        for count in _values(self.blocks, 0, self._max_blocks):
+            if count == 0:
+                yield self._params([], self.scale[0]), Plan.base(self.num_layers)
+                continue
+            for layout in self._layouts(count, 0, self.max_added):
+                for chosen in _choices(layout, ks, self.max_added):
+                    blocks = [(i, j, k) for (i, j), k in zip(layout, chosen, strict=True)]
+                    for scale in self.scale:
+                        yield self._params(blocks, scale), self.plan_of(blocks, scale)
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "kind": self.kind,
+            "num_layers": self.num_layers,
+            "blocks": self.blocks.to_json(),
+            "repeats": self.repeats.to_json(),
+        }
+        if self.length is not None:
+            spec["length"] = self.length.to_json()
+        if self.max_added is not None:
+            spec["max_added"] = self.max_added
+        if self.scale != (1.0,):
+            spec["scale"] = list(self.scale)
+        return spec
+
+
+@dataclass(frozen=True, init=False)
+class RysSpace(RepeatSpace):
+    """RYS space: plan ``0-j,i-N`` for ``0 <= i < j <= N`` (block ``[i, j)`` twice), plus base;
+    the repeat space with ``blocks = 0..1``."""
+
+    kind: ClassVar[str] = "rys"
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__(num_layers, blocks=IntRange(0, 1))
 
     @staticmethod
     def plan_for(num_layers: int, i: int, j: int) -> Plan:
@@ -499,15 +792,119 @@ class RysSpace(Space):
             return Plan.base(n)
         return Plan((Slice(0, j), Slice(i, n)))
 
-    def candidates(self) -> Iterator[tuple[dict[str, Any], Plan | InfeasiblePoint]]:
-        n = self.num_layers
-        yield {"i": 0, "j": 0}, Plan.base(n)
-        for i in range(n):
-            for j in range(i + 1, n + 1):
-                yield {"i": i, "j": j}, Plan((Slice(0, j), Slice(i, n)))
-
     def to_spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "num_layers": self.num_layers}
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not names:
+        raise SpaceError(f"{what} must be a model name or a non-empty list of names, got {value!r}")
+    for name in names:
+        try:
+            Slice(0, 1, name)
+        except PlanError:
+            raise SpaceError(
+                f"{what}: {name!r} is not a model name (text without whitespace, commas or '*')"
+            ) from None
+    if len(set(names)) != len(names):
+        raise SpaceError(f"{what} {list(names)!r} names a model twice: name each once")
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class InterleaveSpace(Space):
+    """Interleave space (see module doc): slices taking turns over several models."""
+
+    kind: ClassVar[str] = "interleave"
+    num_layers: int
+    models: tuple[str, ...]  # the models taking turns, in order; "base" = the base model
+    slice_size: IntRange
+    overlap: IntRange
+    first: tuple[str, ...] | None = None  # model(s) of the first and last slice; None: models[0]
+
+    def __post_init__(self) -> None:
+        _check_num_layers(self.num_layers)
+        models = _names(self.models, "models")
+        if len(models) < 2:
+            raise SpaceError(f"models {list(models)!r}: an interleave needs at least two models")
+        object.__setattr__(self, "models", models)
+        for name in ("slice_size", "overlap"):
+            object.__setattr__(self, name, IntRange.coerce(getattr(self, name), name))
+        if self.first is not None:
+            first = _names(self.first, "first")
+            unknown = [f for f in first if f not in models]
+            if unknown:
+                raise SpaceError(
+                    f"first {unknown[0]!r} is not one of models {list(models)!r}: name one of them"
+                )
+            object.__setattr__(self, "first", first)
+
+    @property
+    def firsts(self) -> tuple[str, ...]:
+        return self.first if self.first is not None else self.models[:1]
+
+    @property
+    def size(self) -> int:
+        return len(self.slice_size) * len(self.overlap) * len(self.firsts)
+
+    def plan_for(self, slice_size: int, overlap: int, first: str) -> Plan:
+        """Plan of one point; raises :class:`InfeasiblePoint` saying why not and what to change."""
+        n, s, o, m = self.num_layers, slice_size, overlap, len(self.models)
+        if s < 1 or o < 0:
+            raise InfeasiblePoint(
+                f"slice_size={s}, overlap={o}: use slice_size >= 1 and overlap >= 0",
+                "parameter out of range",
+            )
+        if s > n:
+            raise InfeasiblePoint(
+                f"slice_size={s} is longer than the models' {n} layers: use slice_size <= {n}",
+                "slice_size > num_layers",
+            )
+        if o >= s:
+            raise InfeasiblePoint(
+                f"overlap={o} is not smaller than slice_size={s}, so slices would not advance: "
+                f"use overlap <= {s - 1}",
+                "overlap >= slice_size",
+            )
+        step = s - o
+        count = 1 + -(-(n - s) // step)
+        start = self.models.index(first)
+        last = self.models[(start + count - 1) % m]
+        if (count - 1) % m:
+            raise InfeasiblePoint(
+                f"slice_size={s}, overlap={o} give {count} slices, so turns over {m} models "
+                f"would take the last slice from {last}, not {first}: use another slice_size "
+                "or overlap",
+                "last slice not from first",
+            )
+        slices = [
+            Slice(t * step, min(t * step + s, n), self.models[(start + t) % m])
+            for t in range(count)
+        ]
+        return Plan(tuple(slices)).validate(n, dict.fromkeys(self.models, n))
+
+    def candidates(self) -> Iterator[tuple[dict[str, Any], Plan | InfeasiblePoint]]:
+        for s in self.slice_size:
+            for o in self.overlap:
+                for first in self.firsts:
+                    params = {"slice_size": s, "overlap": o, "first": first}
+                    try:
+                        yield params, self.plan_for(s, o, first)
+                    except InfeasiblePoint as exc:
+                        yield params, exc
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "kind": self.kind,
+            "num_layers": self.num_layers,
+            "models": list(self.models),
+            "slice_size": self.slice_size.to_json(),
+            "overlap": self.overlap.to_json(),
+        }
+        if self.first is not None:
+            spec["first"] = list(self.first)
+        return spec
 
 
 @dataclass(frozen=True, init=False)
@@ -554,13 +951,16 @@ class ExplicitSpace(Space):
 
 _SPEC_KEYS: dict[str, set[str]] = {
     "overlap": {"num_layers", "slice_size", "jump", "last_slice", "first_slice"},
+    "repeat": {"num_layers", "blocks", "length", "repeats", "max_added", "scale"},
     "rys": {"num_layers"},
+    "interleave": {"num_layers", "models", "slice_size", "overlap", "first"},
     "explicit": {"num_layers", "plans"},
 }
 
 
 def space_from_spec(spec: Mapping[str, Any], num_layers: int | None = None) -> Space:
-    """Build a space from its JSON form ``{"kind": "overlap" | "rys" | "explicit", ...}``.
+    """Build a space from its JSON form ``{"kind": "overlap" | "repeat" | "rys" | "interleave" |
+    "explicit", ...}``.
 
     ``num_layers`` (the base model's) fills in or must match the spec's ``num_layers``.
     """
@@ -586,6 +986,13 @@ def space_from_spec(spec: Mapping[str, Any], num_layers: int | None = None) -> S
         raise SpaceError(f"{kind} space needs num_layers (the base model's number of layers)")
     if kind == "rys":
         return RysSpace(n)
+    if kind == "repeat":
+        return RepeatSpace(n, **data)
+    if kind == "interleave":
+        missing = {"models", "slice_size", "overlap"} - set(data)
+        if missing:
+            raise SpaceError(f"interleave space needs {', '.join(sorted(missing))}")
+        return InterleaveSpace(n, **data)
     missing = {"slice_size", "jump", "last_slice"} - set(data)
     if missing:
         raise SpaceError(f"overlap space needs {', '.join(sorted(missing))}")
@@ -616,14 +1023,14 @@ class SpaceStream:
         return self._run()
 
     def _run(self) -> Iterator[SpacePoint]:
-        seen: set[tuple[tuple[str | None, int], ...]] = set()
+        seen: set[tuple[tuple[str | None, int, float | None], ...]] = set()
         for params, outcome in self.space.candidates():
             if isinstance(outcome, InfeasiblePoint):
                 reason = outcome.reason
                 self.infeasible[reason] = self.infeasible.get(reason, 0) + 1
                 self.infeasible_examples.setdefault(reason, f"{_fmt_params(params)}: {outcome}")
                 continue
-            key = tuple(outcome.sources())
+            key = tuple(outcome.positions())
             if key in seen:
                 self.duplicates += 1
                 continue

@@ -70,7 +70,8 @@ class ModelBased(Strategy):
         super().check(evals, space_kind, plans)
         if self.kind == "cmaes" and space_kind == "explicit":
             raise StrategyError(
-                "cmaes needs ordered parameters (an overlap or rys space); for a list of plans "
+                "cmaes needs ordered parameters (an overlap, repeat, rys or interleave space); "
+                "for a list of plans "
                 "use tpe, random or halving"
             )
 
@@ -114,13 +115,17 @@ class ModelBased(Strategy):
         return study, storage
 
     def _distributions(self, points: Sequence[SpacePoint], explicit: bool) -> dict[str, Any]:
+        """Integer parameters as ordered ranges; others (a scale, a model name) as choices."""
         from optuna.distributions import CategoricalDistribution, IntDistribution
 
         if explicit:
             return {"index": CategoricalDistribution(list(range(len(points))))}
-        dists = {}
+        dists: dict[str, Any] = {}
         for name in search_params(points):
             values = sorted({p.params[name] for p in points})
+            if not all(_is_int(v) for v in values):
+                dists[name] = CategoricalDistribution(values)
+                continue
             step = 0
             for a, b in itertools.pairwise(values):
                 step = math.gcd(step, b - a)
@@ -165,6 +170,7 @@ class ModelBased(Strategy):
 
     def propose(self, state: SearchState) -> RoundPlan | None:
         import optuna
+        from optuna.distributions import IntDistribution
 
         points = state.points
         taken = {c.plan for c in state.candidates}
@@ -176,7 +182,11 @@ class ModelBased(Strategy):
         dists = self._distributions(points, explicit)
         names = list(dists)
         by_params = {self._key(p, names, explicit, i): p for i, p in enumerate(points)}
-        ranges = {n: (dists[n].high - dists[n].low) or 1 for n in names} if not explicit else {}
+        ranges = {
+            n: (d.high - d.low) or 1 if isinstance(d, IntDistribution) else 0
+            for n, d in dists.items()
+            if not explicit
+        }
         index_of = {id(p): i for i, p in enumerate(points)}
         study, storage = self._study(state)
         plan = RoundPlan()
@@ -207,9 +217,18 @@ class ModelBased(Strategy):
 
     @staticmethod
     def _distance(point: SpacePoint, params: dict[str, Any], ranges: dict[str, int]) -> float:
-        if not ranges:  # explicit space: any untaken plan is as near as another
+        """Squared distance over the parameters, each integer scaled by its range (0: a choice,
+        1 apart when different); an explicit space's plans are all as near as another."""
+        if not ranges:
             return 0.0
-        return sum(((point.params[n] - params[n]) / r) ** 2 for n, r in ranges.items())
+        return sum(
+            ((point.params[n] - params[n]) / r) ** 2 if r else float(point.params[n] != params[n])
+            for n, r in ranges.items()
+        )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _tell(study, number: int, loss: float | None) -> None:

@@ -60,10 +60,11 @@ class Leaderboard(BaseModel):
 
 
 def positions(plan: str) -> int:
-    """Layers a stored (canonical) plan runs, without building a Plan: ``0-16,8-24`` -> 32."""
+    """Layers a stored (canonical) plan runs, without building a Plan: ``0-16,8-24`` -> 32
+    (``8-16@b*0.5``: the model and scale after the range are left out)."""
     total = 0
     for piece in plan.split(","):
-        start, _, end = piece.partition("@")[0].partition("-")
+        start, _, end = piece.partition("@")[0].partition("*")[0].partition("-")
         total += int(end) - int(start)
     return total
 
@@ -83,7 +84,7 @@ def candidate_scores(
     level_keys = [{eval_key(spec) for spec in level.evals} for level in config.levels]
     full_keys = level_keys[-1]
     stored = results_for(
-        session, sweep.model, [c.digest for c in candidates], set().union(*level_keys)
+        session, config.model_key, [c.digest for c in candidates], set().union(*level_keys)
     )
     level_of = {c.digest: config.level_of(c.fidelity) for c in candidates}
     scores: Scores = {}

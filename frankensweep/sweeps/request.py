@@ -11,12 +11,16 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from frankensweep.evals.registry import EvalSpec
+from frankensweep.models import LoadOptions
 from frankensweep.strategies import StrategySpec
 
 __all__ = [
     "ExplicitSpaceIn",
     "FiltersIn",
+    "InterleaveSpaceIn",
+    "ModelName",
     "OverlapSpaceIn",
+    "RepeatSpaceIn",
     "RysSpaceIn",
     "SpaceIn",
     "SweepCreate",
@@ -28,6 +32,11 @@ IntOrRange = Annotated[
     Int32 | list[Int32],
     Field(description="a value, [min, max] or [min, max, step] (inclusive)"),
 ]
+
+
+#: a source model's name as plans write it (``8-16@name``): no whitespace, comma, ``*`` or ``@``
+ModelName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\s,*@]+$")]
+Scale = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class FiltersIn(BaseModel):
@@ -50,9 +59,40 @@ class OverlapSpaceIn(BaseModel):
     filters: FiltersIn | None = None
 
 
+class RepeatSpaceIn(BaseModel):
+    """Blocks of layers each run k times (see ``search/spaces.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["repeat"]
+    blocks: IntOrRange = Field(1, description="how many blocks (0: the base model)")
+    length: IntOrRange | None = Field(None, description="block length (default 1..N)")
+    repeats: IntOrRange = Field(2, description="k: how many times each block runs (2..16)")
+    max_added: int | None = Field(None, ge=1, le=2**31 - 1, description="most layers added")
+    scale: Scale | list[Scale] | None = Field(
+        None, description="scale(s) of every repeated run's o_proj / down_proj (default 1)"
+    )
+    filters: FiltersIn | None = None
+
+
 class RysSpaceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["rys"]
+    filters: FiltersIn | None = None
+
+
+class InterleaveSpaceIn(BaseModel):
+    """Slices taking turns over models (see ``search/spaces.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["interleave"]
+    models: list[ModelName] = Field(
+        min_length=2, max_length=9, description='models taking turns; "base" = the base model'
+    )
+    slice_size: IntOrRange
+    overlap: IntOrRange = Field(description="layers each slice runs again from the previous one")
+    first: ModelName | list[ModelName] | None = Field(
+        None, description="model(s) of the first and last slice (default: the first of models)"
+    )
     filters: FiltersIn | None = None
 
 
@@ -66,19 +106,34 @@ class ExplicitSpaceIn(BaseModel):
     filters: FiltersIn | None = None
 
 
-SpaceIn = Annotated[OverlapSpaceIn | RysSpaceIn | ExplicitSpaceIn, Field(discriminator="kind")]
+SpaceIn = Annotated[
+    OverlapSpaceIn | RepeatSpaceIn | RysSpaceIn | InterleaveSpaceIn | ExplicitSpaceIn,
+    Field(discriminator="kind"),
+]
 
 
 class SweepCreate(BaseModel):
-    """A sweep to run: base model + space + eval suite + strategy."""
+    """A sweep to run: base model (and source models) + space + eval suite + strategy."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")  # PostgreSQL: no NUL
     model: str = Field(min_length=1, max_length=1000, description="HF directory, hub id or .gguf")
+    models: dict[ModelName, Annotated[str, Field(min_length=1, max_length=1000)]] = Field(
+        default_factory=dict,
+        max_length=8,
+        description="source models plans may take slices from (8-16@name): name -> HF "
+        "directory, hub id or .gguf, of the base model's architecture, depth and vocabulary",
+    )
     space: SpaceIn
     evals: list[EvalSpec] = Field(min_length=1, max_length=10)
     strategy: StrategySpec | Literal["grid", "halving"] = Field(
         "grid",
         description="grid (every plan), random / tpe / cmaes (with a budget), halving; "
         "a bare name means its defaults",
+    )
+    load: LoadOptions | None = Field(
+        None,
+        description="how workers load the model: quantization (none, nf4, int8), dtype, "
+        "device_map (auto: every GPU), max_memory; what is left out comes from the server's "
+        "settings. Scores are kept apart by quantization and dtype",
     )

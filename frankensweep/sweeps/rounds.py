@@ -22,7 +22,7 @@ from frankensweep.db.store import results_for, rowcount, status_counts
 from frankensweep.search import SpacePoint
 from frankensweep.strategies import CandidateState, RoundPlan, SearchState
 from frankensweep.sweeps.config import sweep_config
-from frankensweep.sweeps.status import refresh_sweep, round_label
+from frankensweep.sweeps.status import FINAL_SWEEP, refresh_sweep, round_label
 
 __all__ = ["advance", "begin", "forget", "search_state"]
 
@@ -55,7 +55,7 @@ def search_state(
         )
     )
     stored = results_for(
-        session, sweep.model, [c.digest for c in candidates], {lv.rank_key for lv in levels}
+        session, config.model_key, [c.digest for c in candidates], {lv.rank_key for lv in levels}
     )
     states = []
     for c in candidates:
@@ -164,9 +164,13 @@ def advance(sessions: sessionmaker[Session], sweep_id: int) -> list[int] | None:
             refresh_sweep(s, sweep)
             s.commit()
             return None
-        cas = update(Sweep).where(Sweep.id == sweep_id, Sweep.round == current)
+        cas = update(Sweep).where(
+            Sweep.id == sweep_id,
+            Sweep.round == current,
+            Sweep.status.not_in(FINAL_SWEEP),  # a cancel committed meanwhile: no new round
+        )
         won = rowcount(s.execute(cas.values(round=current + 1)))
-        if not won:  # another caller stored this round
+        if not won:  # another caller stored this round, or the sweep was cancelled
             s.rollback()
             return None
         sweep = _stored(s, sweep_id, populate_existing=True)

@@ -13,13 +13,19 @@ tpe/cmaes budget), so it is an estimate until the last round. The ETA prices eve
 still to run, this round's and later rounds', at the cost measured so far per unit of work
 (plan positions x scored tokens for perplexity, positions x questions for EQ-Bench), divided
 among the workers alive.
+
+Every change is a conditional UPDATE (``WHERE status NOT IN (final states)``, ``WHERE status =
+running AND claimed_by = me``), never a write of a value read earlier: a cancel committed between
+a worker's read and its write is never overwritten.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select, update
@@ -43,47 +49,88 @@ from frankensweep.search import Plan
 from frankensweep.sweeps.config import sweep_config
 
 __all__ = [
+    "FINAL_SWEEP",
     "Liveness",
     "Progress",
     "WorkerState",
     "cancel_sweep",
     "eta_seconds",
     "fail_claimed",
-    "finish_candidate",
+    "finish_claimed",
     "liveness",
     "progress",
     "refresh_sweep",
     "round_label",
 ]
 
+#: states a sweep never leaves (``done`` may: a resumed strategy can add rounds)
+FINAL_SWEEP = (SweepStatus.cancelled, SweepStatus.failed)
+
+
+def _update_sweep(session: Session, sweep: Sweep, **values: Any) -> bool:
+    """Set ``values`` on the sweep unless it reached a final state meanwhile; True if set.
+
+    The in-session object is re-read afterwards, so it shows what is committed or pending."""
+    stmt = (
+        update(Sweep)
+        .where(Sweep.id == sweep.id, Sweep.status.not_in(FINAL_SWEEP))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    changed = rowcount(session.execute(stmt)) == 1
+    session.expire(sweep)
+    return changed
+
 
 def refresh_sweep(session: Session, sweep: Sweep) -> str:
     """Derive the sweep's status from its candidates; set timestamps; return the status."""
-    if sweep.status in (SweepStatus.cancelled, SweepStatus.failed):
+    session.flush()  # the candidates' and the sweep's pending changes count
+    if sweep.status in FINAL_SWEEP:
         return sweep.status
     counts = status_counts(session, sweep.id)
     total = sum(counts.values())
-    finished = sum(counts[s] for s in FINISHED_CANDIDATE)
+    finished = total - counts[CandidateStatus.pending] - counts[CandidateStatus.running]
+    now = utcnow()
     if total and finished == total and sweep.search_finished:
         if counts[CandidateStatus.done] == 0 and counts[CandidateStatus.failed] > 0:
-            sweep.status = SweepStatus.failed
-            sweep.error = sweep.error or "every candidate failed"
+            _update_sweep(
+                session,
+                sweep,
+                status=SweepStatus.failed,
+                error=sweep.error or "every candidate failed",
+                finished_at=sweep.finished_at or now,
+            )
         else:
-            sweep.status = SweepStatus.done
-        sweep.finished_at = sweep.finished_at or utcnow()
+            _update_sweep(
+                session, sweep, status=SweepStatus.done, finished_at=sweep.finished_at or now
+            )
     elif finished or counts[CandidateStatus.running]:
-        sweep.status = SweepStatus.running
-        sweep.started_at = sweep.started_at or utcnow()
+        _update_sweep(
+            session, sweep, status=SweepStatus.running, started_at=sweep.started_at or now
+        )
     return sweep.status
 
 
-def finish_candidate(
-    candidate: Candidate, status: CandidateStatus, error: str | None = None
-) -> None:
-    """End a candidate's evaluation: ``done``, or ``failed`` with the reason."""
-    candidate.status = status
-    candidate.error = error
-    candidate.finished_at = utcnow()
+def finish_claimed(
+    session: Session,
+    ids: Iterable[int],
+    claimant: str,
+    status: CandidateStatus,
+    error: str | None = None,
+) -> int:
+    """End the evaluation of the candidates ``claimant`` still holds among ``ids``: ``done``,
+    or ``failed`` with the reason; the number ended (a cancelled one is left as it is)."""
+    stmt = (
+        update(Candidate)
+        .where(
+            Candidate.id.in_(list(ids)),
+            Candidate.status == CandidateStatus.running,
+            Candidate.claimed_by == claimant,
+        )
+        .values(status=status, error=error, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(session.execute(stmt))
 
 
 def fail_claimed(session: Session, sweep_id: int, claimant: str, reason: str) -> int:
@@ -96,6 +143,7 @@ def fail_claimed(session: Session, sweep_id: int, claimant: str, reason: str) ->
             Candidate.claimed_by == claimant,
         )
         .values(status=CandidateStatus.failed, error=reason, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
     )
     sweep = session.get(Sweep, sweep_id)
     if sweep is not None:
@@ -104,20 +152,31 @@ def fail_claimed(session: Session, sweep_id: int, claimant: str, reason: str) ->
     return rowcount(result)
 
 
-def cancel_sweep(session: Session, sweep: Sweep) -> None:
-    """Stop a sweep: unfinished candidates become cancelled; stored results stay."""
-    if sweep.status in FINISHED_SWEEP:
-        return
-    session.execute(
-        update(Candidate)
-        .where(
-            Candidate.sweep_id == sweep.id,
-            Candidate.status.in_([CandidateStatus.pending, CandidateStatus.running]),
-        )
-        .values(status=CandidateStatus.cancelled, finished_at=utcnow())
+def cancel_sweep(session: Session, sweep: Sweep) -> bool:
+    """Stop a sweep unless it is finished: unfinished candidates become cancelled (stored
+    results stay). True if this call cancelled it. The sweep's row is written first, so a worker
+    storing a result under :func:`~frankensweep.db.store.lock_sweep` is either done before or
+    sees the cancel."""
+    now = utcnow()
+    stmt = (
+        update(Sweep)
+        .where(Sweep.id == sweep.id, Sweep.status.in_([SweepStatus.queued, SweepStatus.running]))
+        .values(status=SweepStatus.cancelled, finished_at=now)
+        .execution_options(synchronize_session=False)
     )
-    sweep.status = SweepStatus.cancelled
-    sweep.finished_at = utcnow()
+    cancelled = rowcount(session.execute(stmt)) == 1
+    if cancelled:
+        session.execute(
+            update(Candidate)
+            .where(
+                Candidate.sweep_id == sweep.id,
+                Candidate.status.in_([CandidateStatus.pending, CandidateStatus.running]),
+            )
+            .values(status=CandidateStatus.cancelled, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    session.expire(sweep)
+    return cancelled
 
 
 # -- progress: evaluations finished and to come ---------------------------------------------------
@@ -217,12 +276,13 @@ def _positions(plan: str) -> int:
     return len(Plan.parse(plan))
 
 
-def _rates(session: Session, sweep: Sweep, specs: dict[str, AnyEvalSpec]) -> dict[str, float]:
+def _rates(session: Session, model_key: str, specs: dict[str, AnyEvalSpec]) -> dict[str, float]:
     """Seconds per unit of work (positions x ``Eval.work``) per eval kind, measured on the
-    latest results of the sweep's base model for its own eval settings (every sweep's)."""
+    latest results stored under the sweep's model key for its own eval settings (every
+    sweep's)."""
     stmt = (
         select(Result.plan, Result.eval_key, Result.seconds)
-        .where(Result.model == sweep.model, Result.eval_key.in_(list(specs)))
+        .where(Result.model == model_key, Result.eval_key.in_(list(specs)))
         .order_by(Result.id.desc())
         .limit(RATE_SAMPLE)
     )
@@ -254,11 +314,11 @@ def eta_seconds(session: Session, sweep: Sweep, workers: int = 1) -> float | Non
     if not open_rows and not to_come:
         return 0.0
     specs = {eval_key(spec): spec for level in config.levels for spec in level.evals}
-    rates = _rates(session, sweep, specs)
+    rates = _rates(session, config.model_key, specs)
     needed = {spec.kind for level in config.levels for spec in level.evals}
     if not needed <= rates.keys():
         return None
-    stored = results_for(session, sweep.model, {r.digest for r in open_rows}, specs)
+    stored = results_for(session, config.model_key, {r.digest for r in open_rows}, specs)
 
     def cost(positions: float, level: int, digest: str | None = None) -> float:
         return sum(

@@ -1,16 +1,19 @@
 """Turn a submitted sweep into stored candidates, validating everything before storing anything.
 
 :func:`build_sweep` runs every check that can be made at submission, in order: the files it
-names lie under the path roots, the model's depth (from its config), the space (parsed, under the
-enumeration cap, non-empty after its filters), the strategy (its plan count under the per-sweep
-cap, its fidelity ladder), the evals (their data found, their sizes under the caps). Each failure
-is a :class:`SubmissionError` naming the field. :func:`store_sweep` then stores the sweep and its
+names lie under the path roots, the load options (``models/load.py``), the model's depth (from
+its config), the source models (their configs match the base model's architecture, depth and
+vocabulary), the space (parsed, under the enumeration cap, non-empty after its filters, naming
+only declared models), the strategy (its plan count under the per-sweep cap, its fidelity
+ladder), the evals (their data found, their sizes under the caps). Each failure is a
+:class:`SubmissionError` naming the field. :func:`store_sweep` then stores the sweep and its
 strategy's first round, whole or not at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
@@ -19,10 +22,29 @@ from frankensweep.core.config import Settings
 from frankensweep.core.errors import UserError
 from frankensweep.core.paths import PathRefused, check_file_or_hub
 from frankensweep.db import Candidate, Sweep
+from frankensweep.db.store import active_sweeps, write_lock
 from frankensweep.evals.corpus import is_bundled
-from frankensweep.evals.registry import EqBenchSpec, PerplexitySpec, PreferenceSpec, get_eval
-from frankensweep.models import ModelLoadError, read_num_layers
+from frankensweep.evals.registry import (
+    AnyEvalSpec,
+    EqBenchSpec,
+    PerplexitySpec,
+    PreferenceSpec,
+    get_eval,
+)
+from frankensweep.models import (
+    LoadOptions,
+    LoadOptionsError,
+    ModelLoadError,
+    check_checkpoint,
+    check_environment,
+    config_mismatches,
+    default_load,
+    model_fingerprint,
+    read_config,
+    read_num_layers,
+)
 from frankensweep.search import (
+    BASE_NAME,
     ExplicitSpace,
     Filters,
     InfeasibleSpaceError,
@@ -37,10 +59,18 @@ from frankensweep.search import (
     space_from_spec,
 )
 from frankensweep.strategies import FidelityError, Strategy, StrategyError, make_strategy
-from frankensweep.sweeps.request import ExplicitSpaceIn, SweepCreate
+from frankensweep.sweeps.config import model_identity, model_key
+from frankensweep.sweeps.request import ExplicitSpaceIn, InterleaveSpaceIn, SweepCreate
 from frankensweep.sweeps.rounds import begin
 
-__all__ = ["Submission", "SubmissionError", "build_sweep", "store_sweep"]
+__all__ = [
+    "Submission",
+    "SubmissionError",
+    "TooManyActive",
+    "build_sweep",
+    "check_active",
+    "store_sweep",
+]
 
 Loc = tuple[str | int, ...]
 
@@ -67,6 +97,8 @@ class Submission(NamedTuple):
 def _named_files(payload: SweepCreate) -> Iterator[tuple[Loc, str, str, bool, tuple[str, ...]]]:
     """``(loc, name, what, hub_ok, local_suffixes)`` of every file name in the submission."""
     yield ("body", "model"), payload.model, "model file", True, (".gguf",)
+    for name, source in payload.models.items():
+        yield ("body", "models", name), source, "model file", True, (".gguf",)
     for i, spec in enumerate(payload.evals):
         if isinstance(spec, PerplexitySpec) and not is_bundled(spec.corpus):
             yield ("body", "evals", i, "corpus"), spec.corpus, "corpus", False, ()
@@ -89,25 +121,145 @@ def check_paths(payload: SweepCreate, settings: Settings) -> None:
             raise SubmissionError(loc, str(exc)) from None
 
 
-def model_depth(spec: str) -> int:
-    """Depth N of the named model from its config."""
+class ModelFacts(NamedTuple):
+    """What a submission needs to know of its model, from its config and files."""
+
+    num_layers: int  # depth N
+    max_positions: int | None  # longest context it was trained for, if its config says
+
+
+def make_load(payload: SweepCreate, settings: Settings) -> LoadOptions:
+    """The sweep's load options: those of the request, the others from the settings.
+
+    bitsandbytes must be installed for a quantization (the API and the workers install the same
+    package); GPUs named in ``max_memory`` and the needs of a pre-quantized checkpoint are
+    checked against this machine in embedded mode only (scaled: the workers' machines differ,
+    and their loads fail with the reason)."""
+    given = (
+        {f: getattr(payload.load, f) for f in payload.load.model_fields_set} if payload.load else {}
+    )
     try:
-        return read_num_layers(spec)
+        load = default_load(settings, **given)
+        check_environment(load, devices=settings.embedded)
+        check_checkpoint(payload.model, load, environment=settings.embedded)
+    except LoadOptionsError as exc:
+        raise SubmissionError(("body", "load", exc.field), str(exc)) from None
     except ModelLoadError as exc:
         raise SubmissionError(("body", "model"), str(exc)) from None
+    return load
 
 
-def _explicit_space(space_in: ExplicitSpaceIn, num_layers: int) -> ExplicitSpace:
-    plans: list[Plan] = []
+def model_facts(spec: str) -> ModelFacts:
+    """Depth and context length of the named model (no weights are loaded); its files must be
+    readable (they are fingerprinted for the results key)."""
     try:
-        plans += [Plan.parse(text) for text in space_in.plans]
-    except PlanError as exc:
-        raise SubmissionError(("body", "space", "plans"), str(exc)) from None
-    for i, text in enumerate(space_in.recipes):
+        num_layers = read_num_layers(spec)
+        max_positions = getattr(read_config(spec), "max_position_embeddings", None)
+        model_fingerprint(spec)
+    except ModelLoadError as exc:
+        raise SubmissionError(("body", "model"), str(exc)) from None
+    return ModelFacts(num_layers, max_positions if isinstance(max_positions, int) else None)
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two names mean the same model (local paths compared once resolved)."""
+    if a == b:
+        return True
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def check_positions(plan: Plan, loc: Loc, settings: Settings) -> None:
+    """A plan longer than ``FRANKENSWEEP_MAX_PLAN_POSITIONS`` is refused (its view, its KV cache
+    and its page would be unbounded)."""
+    if len(plan) > settings.max_plan_positions:
+        raise SubmissionError(
+            loc,
+            f"plan {str(plan)[:80]}{'...' if len(str(plan)) > 80 else ''} has {len(plan)} "
+            f"positions, over the cap of {settings.max_plan_positions} "
+            "(FRANKENSWEEP_MAX_PLAN_POSITIONS): shorten it",
+        )
+
+
+def check_sources(payload: SweepCreate) -> None:
+    """Each source model's config matches the base model's (``config_mismatches``)."""
+    if not payload.models:
+        return
+    base = read_config(payload.model)  # readable: model_facts read it
+    for name, spec in payload.models.items():
+        loc = ("body", "models", name)
+        if name == BASE_NAME:
+            raise SubmissionError(loc, f'"{BASE_NAME}" names the base model: call it otherwise')
         try:
-            plans.append(recipe_to_plan(text).plan)
+            mismatches = config_mismatches(base, read_config(spec))
+            model_fingerprint(spec)  # its files are read for the results key
+        except ModelLoadError as exc:
+            raise SubmissionError(loc, f"source model {name}: {exc}") from None
+        if mismatches:
+            raise SubmissionError(
+                loc,
+                f"source model {name} ({spec}) does not match the base model: "
+                + "; ".join(mismatches)
+                + ": use a model of the same architecture, depth and vocabulary",
+            )
+
+
+def _undeclared(plan: Plan, payload: SweepCreate) -> str | None:
+    """The first model ``plan`` names that the sweep does not declare, if any."""
+    return next((m for m in plan.models() if m not in payload.models), None)
+
+
+def _declared_message(payload: SweepCreate) -> str:
+    names = ", ".join(sorted(payload.models))
+    return f"declare it in models (declared: {names})" if names else "declare it in models"
+
+
+def _explicit_space(
+    payload: SweepCreate, space_in: ExplicitSpaceIn, num_layers: int, settings: Settings
+) -> Space:
+    plans: list[Plan] = []
+    for i, text in enumerate(space_in.plans):
+        try:
+            plans.append(Plan.parse(text))
+        except PlanError as exc:
+            raise SubmissionError(("body", "space", "plans", i), str(exc)) from None
+        check_positions(plans[-1], ("body", "space", "plans", i), settings)
+    for i, plan in enumerate(plans):
+        name = _undeclared(plan, payload)
+        if name is not None:
+            raise SubmissionError(
+                ("body", "space", "plans", i),
+                f'plan "{plan}" takes a slice from {name}, which the sweep does not declare: '
+                + _declared_message(payload),
+            )
+    # a recipe names models by path: the base model's and each declared source model's
+    names = {spec: name for name, spec in payload.models.items()} | {n: n for n in payload.models}
+    for i, text in enumerate(space_in.recipes):
+        loc = ("body", "space", "recipes", i)
+        try:
+            if payload.models:
+                recipe = recipe_to_plan(text, payload.model, names)
+            else:
+                recipe = recipe_to_plan(text)
         except RecipeError as exc:
-            raise SubmissionError(("body", "space", "recipes", i), str(exc)) from None
+            raise SubmissionError(loc, str(exc)) from None
+        if not _same_model(recipe.model, payload.model):  # never silently re-based
+            raise SubmissionError(
+                loc,
+                f"the recipe is written for model {recipe.model}, this sweep's model is "
+                f"{payload.model}: submit it with that model, or write the sweep's model in it",
+            )
+        check_positions(recipe.plan, loc, settings)
+        plans.append(recipe.plan)
+        name = _undeclared(plans[-1], payload)
+        if name is not None:
+            raise SubmissionError(
+                ("body", "space", "recipes", i),
+                f"the recipe takes slices from {name}, neither the base model nor a declared "
+                "source model: " + _declared_message(payload),
+            )
     if not plans:
         raise SubmissionError(("body", "space"), "an explicit space needs plans or recipes")
     try:
@@ -119,8 +271,16 @@ def _explicit_space(space_in: ExplicitSpaceIn, num_layers: int) -> ExplicitSpace
 def make_space(payload: SweepCreate, num_layers: int, settings: Settings) -> Space:
     """The submitted space over a model of ``num_layers``, small enough to enumerate."""
     if isinstance(payload.space, ExplicitSpaceIn):
-        space: Space = _explicit_space(payload.space, num_layers)
+        space: Space = _explicit_space(payload, payload.space, num_layers, settings)
     else:
+        if isinstance(payload.space, InterleaveSpaceIn):
+            for i, name in enumerate(payload.space.models):
+                if name != BASE_NAME and name not in payload.models:
+                    raise SubmissionError(
+                        ("body", "space", "models", i),
+                        f"{name} is not a declared source model (nor {BASE_NAME}, the base "
+                        "model): " + _declared_message(payload),
+                    )
         spec = payload.space.model_dump(exclude={"filters"}, exclude_none=True)
         try:
             space = space_from_spec(spec, num_layers=num_layers)
@@ -140,8 +300,8 @@ def make_filters(payload: SweepCreate) -> Filters:
     return Filters.from_dict(filters_in.model_dump(exclude_none=True) if filters_in else None)
 
 
-def enumerate_plans(space: Space, filters: Filters) -> SpaceResult:
-    """The space's plans kept by the filters; at least one."""
+def enumerate_plans(space: Space, filters: Filters, settings: Settings) -> SpaceResult:
+    """The space's plans kept by the filters; at least one, none over the positions cap."""
     try:
         result = enumerate_space(space, filters)
     except InfeasibleSpaceError as exc:
@@ -150,6 +310,8 @@ def enumerate_plans(space: Space, filters: Filters) -> SpaceResult:
         raise SubmissionError(
             ("body", "space"), f"no plan is left to evaluate: {result.summary()}; relax the filters"
         )
+    longest = max((p.plan for p in result.points), key=len)
+    check_positions(longest, ("body", "space"), settings)
     return result
 
 
@@ -167,20 +329,43 @@ def check_strategy_size(strategy: Strategy, kept: int, settings: Settings) -> in
     return stored
 
 
-def check_evals(payload: SweepCreate, settings: Settings) -> None:
-    """Each eval's data can be found and its size is under the caps."""
+def _check_sizes(spec: AnyEvalSpec, i: int, model: ModelFacts, settings: Settings) -> None:
+    """A perplexity eval scores at least one window, under the caps and the model's context."""
+    if not isinstance(spec, PerplexitySpec):
+        return
+    loc: Loc = ("body", "evals", i)
+    if spec.tokens > settings.max_eval_tokens:
+        raise SubmissionError(
+            (*loc, "tokens"),
+            f"{spec.tokens} tokens is over the cap of {settings.max_eval_tokens} "
+            "(FRANKENSWEEP_MAX_EVAL_TOKENS)",
+        )
+    if spec.tokens < spec.ctx:
+        raise SubmissionError(
+            (*loc, "tokens"),
+            f"{spec.tokens} tokens is less than one window of ctx={spec.ctx}: nothing would be "
+            "scored; raise tokens or lower ctx",
+        )
+    if model.max_positions is not None and spec.ctx > model.max_positions:
+        raise SubmissionError(
+            (*loc, "ctx"),
+            f"ctx={spec.ctx} is beyond the model's context length ({model.max_positions} "
+            "positions, max_position_embeddings in its config): lower ctx",
+        )
+
+
+def fingerprint_evals(
+    payload: SweepCreate, model: ModelFacts, settings: Settings
+) -> list[AnyEvalSpec]:
+    """Each eval's data read and fingerprinted (the specs to store); sizes under the caps."""
+    specs = []
     for i, spec in enumerate(payload.evals):
+        _check_sizes(spec, i, model, settings)
         try:
-            get_eval(spec.kind).check(spec)
-        except ValueError as exc:
+            specs.append(get_eval(spec.kind).with_fingerprint(spec))
+        except UserError as exc:
             raise SubmissionError(("body", "evals", i), str(exc)) from None
-        tokens = getattr(spec, "tokens", None)
-        if tokens is not None and tokens > settings.max_eval_tokens:
-            raise SubmissionError(
-                ("body", "evals", i, "tokens"),
-                f"{tokens} tokens is over the cap of {settings.max_eval_tokens} "
-                "(FRANKENSWEEP_MAX_EVAL_TOKENS)",
-            )
+    return specs
 
 
 def check_strategy(strategy: Strategy, payload: SweepCreate, space: Space, kept: int) -> None:
@@ -206,22 +391,33 @@ def _summary(result: SpaceResult, strategy: Strategy, stored: int) -> dict[str, 
 
 
 def _new_sweep(
-    payload: SweepCreate, num_layers: int, space: Space, filters: Filters, strategy: Strategy
+    payload: SweepCreate,
+    load: LoadOptions,
+    model: ModelFacts,
+    space: Space,
+    filters: Filters,
+    evals: list[AnyEvalSpec],
+    strategy: Strategy,
 ) -> Sweep:
     """The sweep row with its reference candidate (the base model, at full fidelity)."""
+    identity = model_identity(payload.model, payload.models, load)
     sweep = Sweep(
         name=payload.name,
         model=payload.model,
-        num_layers=num_layers,
+        model_key=model_key(payload.model, identity),
+        identity=identity,
+        models=dict(payload.models) or None,
+        load_options=load.model_dump(mode="json"),
+        num_layers=model.num_layers,
         space={
             **space.to_spec(),
             **({"filters": filters.to_dict()} if filters.active else {}),
         },
-        evals=[spec.model_dump(mode="json") for spec in payload.evals],
+        evals=[spec.model_dump(mode="json") for spec in evals],
         strategy=strategy.spec.model_dump(mode="json"),
     )
-    base = Plan.base(num_layers)
-    top = len(strategy.levels(payload.evals)) - 1
+    base = Plan.base(model.num_layers)
+    top = len(strategy.levels(evals)) - 1
     sweep.candidates = [
         Candidate(
             ordinal=0,
@@ -241,22 +437,49 @@ def _new_sweep(
 def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     """Validate everything about a submission; nothing is stored (see ``store_sweep``)."""
     check_paths(payload, settings)  # before any file is opened: only names under the path roots
-    num_layers = model_depth(payload.model)
-    space = make_space(payload, num_layers, settings)
+    load = make_load(payload, settings)
+    model = model_facts(payload.model)
+    check_sources(payload)
+    space = make_space(payload, model.num_layers, settings)
     filters = make_filters(payload)
-    result = enumerate_plans(space, filters)
+    result = enumerate_plans(space, filters, settings)
     strategy = make_strategy(payload.strategy)
     stored = check_strategy_size(strategy, result.kept, settings)
-    check_evals(payload, settings)
+    evals = fingerprint_evals(payload, model, settings)
     check_strategy(strategy, payload, space, result.kept)
-    sweep = _new_sweep(payload, num_layers, space, filters, strategy)
-    base = Plan.base(num_layers).layers()
-    points = [p for p in result.points if p.plan.layers() != base]
+    sweep = _new_sweep(payload, load, model, space, filters, evals, strategy)
+    base = Plan.base(model.num_layers).positions()
+    points = [p for p in result.points if p.plan.positions() != base]
     return Submission(sweep, _summary(result, strategy, stored), points)
 
 
-def store_sweep(session: Session, submission: Submission) -> int:
-    """Store the sweep and its strategy's first round; the number of candidates stored."""
+class TooManyActive(UserError):
+    """The cap on queued and running sweeps is reached (a retryable refusal: 429)."""
+
+
+def check_active(session: Session, max_active: int) -> None:
+    """Raise TooManyActive when ``max_active`` sweeps are queued or running."""
+    active = active_sweeps(session)
+    if active >= max_active:
+        raise TooManyActive(
+            f"{active} sweeps are queued or running, the cap is {max_active} "
+            "(FRANKENSWEEP_MAX_ACTIVE_SWEEPS): wait for one to end, or cancel one"
+        )
+
+
+def store_sweep(session: Session, submission: Submission, max_active: int | None = None) -> int:
+    """Store the sweep and its strategy's first round; the number of candidates stored.
+
+    With ``max_active``, the count of queued and running sweeps and the insert happen under one
+    lock (``write_lock``), so a burst of submissions never passes the cap.
+    """
+    if max_active is not None:
+        write_lock(session)
+        try:
+            check_active(session, max_active)
+        except TooManyActive:
+            session.rollback()
+            raise
     session.add(submission.sweep)
     session.commit()
     try:

@@ -4,20 +4,25 @@ models with a byte-level tokenizer, and materialized plans (real copies, as merg
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from frankensweep.worker.views import decoder_stack, view_config
 
+if TYPE_CHECKING:
+    from frankensweep.search import Plan
+
 __all__ = [
     "FAMILIES",
     "SLIDING_WINDOW",
     "TINY_LAYERS",
+    "greedy",
     "materialize",
+    "random_ids",
     "tiny_config",
     "tiny_model",
     "tiny_model_dir",
@@ -82,25 +87,57 @@ def tiny_model(family: str, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def materialize(base: nn.Module, layers: Sequence[int]) -> nn.Module:
-    """A real model running ``layers`` with every position's weights copied, as mergekit writes
-    it: built from a state dict, independently of views (the reference they are checked on).
+def random_ids(seq_len: int = 20, seed: int = 1, batch: int = 2) -> torch.Tensor:
+    """Token ids of tiny models (3..255), reproducible."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, 256, (batch, seq_len), generator=g)
 
-    The model is made on the meta device and given the copies (no random initialisation); the
-    buffers a state dict leaves out (rotary frequencies) are copied from their source module.
+
+def greedy(model: nn.Module, ids: torch.Tensor, tokens: int = 40, cache: bool = True):
+    """Exactly ``tokens`` greedy tokens after ``ids``, with the KV cache or recomputing all."""
+    with torch.inference_mode():
+        return model.generate(  # type: ignore[operator]
+            ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, use_cache=cache
+        )
+
+
+def materialize(
+    base: nn.Module,
+    layers: Sequence[int] | Plan,
+    sources: Mapping[str, nn.Module] | None = None,
+) -> nn.Module:
+    """A real model running ``layers`` (source layer indices, or a plan) with every position's
+    weights copied, as mergekit writes it: built from a state dict, independently of views (the
+    reference they are checked on).
+
+    With a plan, a position of a slice of model ``m`` copies ``sources[m]``'s layer, and a scaled
+    slice's ``o_proj`` / ``down_proj`` tensors are multiplied by its scale (mergekit's
+    passthrough ``scale``). Embeddings, final norm and LM head are the base model's. The model
+    is made on the meta device and given the copies (no random initialisation); the buffers a
+    state dict leaves out (rotary frequencies) are copied from their source module.
     """
-    layers = list(layers)
+    from frankensweep.search import SCALED, Plan
+
+    if isinstance(layers, Plan):
+        positions = layers.positions()
+    else:
+        positions = [(None, layer, None) for layer in layers]
+    stacks = {None: decoder_stack(base)[1]} | {
+        name: decoder_stack(model)[1] for name, model in (sources or {}).items()
+    }
     with torch.device("meta"):
-        model: Any = type(base)(view_config(base.config, layers))
+        model: Any = type(base)(view_config(base.config, [layer for _, layer, _ in positions]))
     state = {}
-    _, base_layers = decoder_stack(base)
     for name, tensor in base.state_dict().items():
         if ".layers." not in name:
             state[name] = tensor.clone()
     prefix = "model.layers."
-    for position, source in enumerate(layers):
-        for name, tensor in base_layers[source].state_dict().items():
-            state[f"{prefix}{position}.{name}"] = tensor.clone()
+    for position, (source, layer, scale) in enumerate(positions):
+        for name, tensor in stacks[source][layer].state_dict().items():
+            copied = tensor.clone()
+            if scale is not None and any(part in name for part in SCALED):
+                copied = copied * scale
+            state[f"{prefix}{position}.{name}"] = copied
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     assert not unexpected, unexpected
     assert all("lm_head" in m for m in missing), missing  # tied head only
@@ -112,7 +149,7 @@ def materialize(base: nn.Module, layers: Sequence[int]) -> nn.Module:
         origin = name
         if name.startswith(prefix):
             index, _, rest = name[len(prefix) :].partition(".")
-            origin = f"{prefix}{layers[int(index)]}.{rest}"
+            origin = f"{prefix}{positions[int(index)][1]}.{rest}"
         owner, _, attr = name.rpartition(".")
         model.get_submodule(owner).register_buffer(
             attr, base_buffers[origin].clone(), persistent=False
@@ -164,3 +201,14 @@ def tiny_model_dir(
     model.save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+def cached_and_recomputed(view: Any, ids: torch.Tensor, tokens: int = 40):
+    """Greedy generation of exactly ``tokens`` tokens with the KV cache and without it (each
+    step recomputed from the whole sequence): equal when every position owns its cache slot."""
+    kwargs = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+    with torch.inference_mode():
+        cached = view.generate(ids, use_cache=True, **kwargs)
+        recomputed = view.generate(ids, use_cache=False, **kwargs)
+    assert cached.shape[1] == ids.shape[1] + tokens
+    return cached, recomputed

@@ -28,6 +28,23 @@ from frankensweep.search import Plan, recipe_to_plan
 BIN = Path(sys.executable).parent
 
 
+#: the ``frankensweep`` command of this environment
+EXE = str(BIN / "frankensweep")
+
+
+def cli_env() -> dict[str, str]:
+    """The environment command-line tests run in: offline, a wide terminal."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``frankensweep ARGS`` as a process (offline, wide terminal); exit 0 asserted if ``check``."""
+    proc = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=600, env=cli_env())
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 class Processes:
     """Started processes, each logging to a file; all stopped at the end."""
 
@@ -202,13 +219,16 @@ def busy_pool_child(workers: list[psutil.Process]) -> psutil.Process | None:
 
 
 def stored(database_url: str, sweep_id: int) -> tuple[list, list]:
-    """The sweep's candidates and every result row of its base model, read directly (the
+    """The sweep's candidates and every result row of its model key, read directly (the
     results of other sweeps on other models, running meanwhile, are left out)."""
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
             candidates = list(conn.execute(select(Candidate).where(Candidate.sweep_id == sweep_id)))
-            model = conn.execute(select(Sweep.model).where(Sweep.id == sweep_id)).scalar_one()
+            row = conn.execute(
+                select(Sweep.model, Sweep.model_key).where(Sweep.id == sweep_id)
+            ).one()
+            model = row.model_key or row.model  # the key results are stored under
             query = select(Result.plan_digest, Result.eval_key).where(Result.model == model)
             results = list(conn.execute(query))
     finally:

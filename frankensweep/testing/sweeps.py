@@ -17,7 +17,23 @@ from frankensweep.search import Plan
 if TYPE_CHECKING:
     from frankensweep.worker.loading import ModelCache
 
-__all__ = ["seed_sweep", "store_scores", "submit_and_run", "wait_sweep"]
+__all__ = ["count_rows", "seed_sweep", "store_scores", "submit_and_run", "wait_sweep"]
+
+
+def count_rows(url: str) -> tuple[int, int, int]:
+    """How many sweeps, candidates and results the database at ``url`` holds."""
+    from sqlalchemy import create_engine, func, select
+
+    from frankensweep.db import Result
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        counts = tuple(
+            conn.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in (Sweep, Candidate, Result)
+        )
+    engine.dispose()
+    return counts  # type: ignore[return-value]
 
 
 def wait_sweep(client: Any, sweep_id: int, timeout: float = 900, every: float = 0.3) -> dict:

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from test_sweeps_api import count_rows
 
 from frankensweep.api.app import create_app
-from frankensweep.api.limits import BodySizeLimit
+from frankensweep.api.limits import BodyLimits
 from frankensweep.core.config import Settings
 from frankensweep.core.paths import is_hub_id
 from frankensweep.models import smollm2_path
@@ -31,6 +31,17 @@ PPL = {"kind": "perplexity", "corpus": "pydoc_data.topics", "tokens": 256, "ctx"
 EXPLICIT = {"kind": "explicit", "plans": ["0-6,2-8"]}
 TOKEN = "tok-7f3a9c1e5b2d4086"
 PROMPTS = [{"prompt": "The sky is", "wanted": [" blue"], "unwanted": [" green"]}]
+#: one EQ-Bench question in the repository's format (submissions read the question set)
+REFERENCE = {f"emotion{i}": e for i, e in enumerate(("Angry", "Sad", "Calm", "Proud"), 1)}
+QUESTIONS = {
+    "1": {
+        "prompt": "How does she feel? Your answer:",
+        "reference_answer_fullscale": {
+            **REFERENCE,
+            **{f"emotion{i}_score": i for i in range(1, 5)},
+        },
+    }
+}
 
 #: per field: the file name, the body override naming it, and the loc of a refusal
 FIELDS = {
@@ -58,7 +69,7 @@ def populate(folder: Path) -> Path:
     folder.mkdir()
     tiny_config("llama").save_pretrained(folder / "tiny")
     (folder / "corpus.txt").write_text("hello world\n" * 50)
-    (folder / "q.json").write_text("{}")
+    (folder / "q.json").write_text(json.dumps(QUESTIONS))
     (folder / "prompts.yaml").write_text(json.dumps(PROMPTS))
     (folder / "inner").mkdir()
     return folder
@@ -194,8 +205,13 @@ def test_a_good_hub_id_passes_the_path_check_and_fails_fast_offline(database_url
     assert detail["loc"] == ["body", "model"]
     assert "cannot read the config of someorg/no-such-model" in detail["msg"]
     assert seconds < 30  # HF_HUB_OFFLINE=1 (tests/conftest.py): no retries against the hub
-    assert hub_questions.status_code == 201, hub_questions.text  # loaded by the worker later
-    assert count_rows(database_url)[0] == 1
+    # an unreachable hub dataset is known bad at submission (it was accepted, then failed
+    # every candidate): 422 naming the field, and why
+    assert hub_questions.status_code == 422, hub_questions.text
+    (detail,) = hub_questions.json()["detail"]
+    assert detail["loc"] == ["body", "evals", 0]
+    assert "cannot load EQ-Bench questions from hub dataset 'pbevan11/EQ-Bench'" in detail["msg"]
+    assert count_rows(database_url)[0] == 0  # neither was stored
 
 
 def test_oversize_bodies_get_413_with_or_without_content_length(database_url, root):
@@ -240,7 +256,7 @@ def test_the_stream_is_counted_even_when_content_length_lies():
             sent.append(message)
 
         scope = {"type": "http", "headers": [(b"content-length", b"10")]}
-        await BodySizeLimit(app, max_bytes=1024)(scope, receive, send)
+        await BodyLimits(app, max_bytes=1024)(scope, receive, send)
 
     asyncio.run(run())
     assert not called

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select
 
 from frankensweep.api.app import create_app
 from frankensweep.core.config import Settings
-from frankensweep.db import Candidate, Result, Sweep
 from frankensweep.models import smollm2_path
 from frankensweep.search import Plan, recipe_to_plan
+from frankensweep.testing.sweeps import count_rows
 from frankensweep.testing.sweeps import wait_sweep as wait_done
 
 pytestmark = pytest.mark.slow
@@ -22,17 +21,6 @@ OVERLAP = {"kind": "overlap", "slice_size": [8, 14, 2], "jump": [3, 5, 2], "last
 
 def sweep_body(**overrides) -> dict:
     return {"name": "t", "model": str(smollm2_path()), "space": OVERLAP, "evals": [PPL]} | overrides
-
-
-def count_rows(url: str) -> tuple[int, int, int]:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        counts = tuple(
-            conn.execute(select(func.count()).select_from(table)).scalar_one()
-            for table in (Sweep, Candidate, Result)
-        )
-    engine.dispose()
-    return counts
 
 
 @pytest.fixture

@@ -609,3 +609,47 @@ def test_a_promoted_candidates_page_shows_attempts_over_every_level(client, app)
     html = client.get(f"/candidates/{ids[1]}").text
     assert re.search(r'<span id="attempts"[^>]*>attempts 4 \(1 at this level\)</span>', html)
     assert client.get(f"/api/candidates/{ids[1]}").json()["attempts"] == 4
+
+
+HOSTILE = "<script>alert('x')</script>"  # a legal model name: no whitespace, comma, * or @
+
+
+def test_plan_pictures_show_each_positions_model_and_scale_escaped(client, app):
+    plans = [
+        ("0-30", {}),
+        (f"0-10,5-15@{HOSTILE},10-20,15-25@other*0.5,20-30", {"slice_size": 10}),
+        ("0-20,10-20*0.75,20-30", {"i": 10, "j": 20}),
+    ]
+    with app.state.sessions() as session:
+        sweep = new_sweep(
+            status="done",
+            space={"kind": "explicit", "plans": [p for p, _ in plans[1:]]},
+            evals=[PPL],
+            models={HOSTILE: "/models/a", "other": "/models/b"},
+        )
+        for i, (plan, params) in enumerate(plans):
+            sweep.candidates.append(new_candidate(i, plan, params, status="done"))
+        session.add(sweep)
+        session.commit()
+        sweep_id, ids = sweep.id, [c.id for c in sweep.candidates]
+    for page in (client.get(f"/sweeps/{sweep_id}").text, client.get(f"/candidates/{ids[1]}").text):
+        # the chart's JSON block holds the plan as JSON text; every piece of markup escapes it
+        html = re.sub(r'id="chart-data">.*?</script>', "", page, flags=re.S)
+        assert HOSTILE not in html and "<script>alert" not in html
+        assert 'data-model="&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"' in html
+        assert '<path class="once src1" d=' in html and '<path class="once src2 scaled"' in html
+        assert (
+            'data-model="other" data-scale="0.5"><title>positions 30-39: layers 15-24 of other, '
+            in html
+        )
+        cuts = re.findall(r'<path class="cut" d="([^"]*)"', html)
+        assert max(c.count("M") for c in cuts) == 4  # a tick at each of the 4 junctions
+    sweep_page = client.get(f"/sweeps/{sweep_id}").text
+    assert '<path class="rep scaled" d=' in sweep_page and 'data-scale="0.75"' in sweep_page
+    assert "layers 10-19, scale 0.75 (repeated)" in sweep_page
+    candidate_page = client.get(f"/candidates/{ids[1]}").text
+    legend = re.search(r'<dl class="models" id="plan-models">(.*?)</dl>', candidate_page, re.S)
+    assert legend and "/models/a" in legend.group(1) and "/models/b" in legend.group(1)
+    assert "&lt;script&gt;" in legend.group(1) and 'class="swatch src2"' in legend.group(1)
+    plain = client.get(f"/candidates/{ids[2]}").text
+    assert 'id="plan-models"' in plain and "data-model" not in plain.split("<h2>Results")[0]

@@ -58,6 +58,12 @@ def test_parse_canonical_text(text, canonical):
         ("0-8,8-8", 'slice 2 "8-8" is empty or reversed'),
         ("0-8@", "empty model after '@'"),
         ("0-8@a b", "whitespace or commas"),
+        ("0-8*0", "scale must be a finite number > 0, got 0"),
+        ("0-8*-0.5", "write a positive number after"),
+        ("0-8*nan", "write a positive number after"),
+        ("0-8*1e400", "finite number > 0, got 1e400"),
+        ("0-8*0.5@b", "write the model before the scale"),
+        ("0-8@a*b*2", "write a positive number after"),
     ],
 )
 def test_parse_errors(text, message):
@@ -69,6 +75,36 @@ def test_parse_error_is_one_line_value_error():
     with pytest.raises(ValueError) as info:
         Plan.parse("0-8,12-4")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("0-16,8-24*0.5,16-30", "0-16,8-24*0.5,16-30"),
+        ("8-16 @ other * 0.50", "8-16@other*0.5"),
+        ("8-16*1", "8-16"),
+        ("8-16*1.0,16-20*2.0", "8-16,16-20*2"),
+        ("8-16@base*.75", "8-16*0.75"),
+        ("0-8*1e-1", "0-8*0.1"),
+        ("0-8*1E-05", "0-8*1e-05"),
+    ],
+)
+def test_scales_have_one_canonical_text_and_digest(text, canonical):
+    plan = Plan.parse(text)
+    assert str(plan) == canonical
+    assert Plan.parse(canonical) == plan and Plan.parse(canonical).digest == plan.digest
+
+
+def test_scale_is_part_of_identity_and_positions():
+    plain, scaled = Plan.parse("0-8,4-8,8-12"), Plan.parse("0-8,4-8*0.5,8-12")
+    assert plain.digest != scaled.digest and plain != scaled
+    assert plain.layers() == scaled.layers() and plain.sources() == scaled.sources()
+    assert scaled.positions()[7:9] == [(None, 7, None), (None, 4, 0.5)]
+    assert scaled.max_repeats() == 2 and scaled.is_scaled and not plain.is_scaled
+    assert str(scaled.without_scales()) == "0-8,4-12"
+    assert Slice(0, 4, "base", 1.0) == Slice(0, 4)
+    with pytest.raises(PlanError, match="scale must be a number"):
+        Slice(0, 4, scale="0.5")  # type: ignore[arg-type]
 
 
 def test_digest_is_stable():

@@ -20,7 +20,7 @@ from frankensweep.core.config import Settings
 from frankensweep.db import Candidate, CandidateStatus, Result, Sweep
 from frankensweep.db.session import make_sessionmaker
 from frankensweep.db.store import claim
-from frankensweep.evals.registry import PerplexitySpec, eval_key
+from frankensweep.evals.registry import PerplexitySpec, eval_key, get_eval
 from frankensweep.models import smollm2_path
 from frankensweep.strategies import make_strategy
 from frankensweep.strategies.model_based import study_name
@@ -70,7 +70,9 @@ def stored(url: str, sweep_id: int):
 
 
 def perplexity_key(tokens: int, ctx: int) -> str:
-    return eval_key(PerplexitySpec(corpus="pydoc_data.topics", tokens=tokens, ctx=ctx))
+    """The key of a submitted perplexity eval: its settings and the digest of its corpus."""
+    spec = PerplexitySpec(corpus="pydoc_data.topics", tokens=tokens, ctx=ctx)
+    return eval_key(get_eval("perplexity").with_fingerprint(spec))
 
 
 def test_random_evaluates_its_budget_once(tmp_path):

@@ -43,7 +43,7 @@ def sweep(tmp_path, smollm2):
     with sessions() as s:
         store_sweep(s, submission)
     models = ModelCache()
-    models._models[(str(smollm2_path()), "cpu", "float32")] = smollm2
+    models.put(smollm2, "cpu", "float32")
     yield sessions, submission.sweep.id, models
     engine.dispose()
 

@@ -7,16 +7,14 @@ import torch
 
 from frankensweep.models import ModelLoadError
 from frankensweep.search import Plan
-from frankensweep.testing.models import TINY_LAYERS, materialize, tiny_model
+from frankensweep.testing.models import TINY_LAYERS, greedy, materialize, random_ids, tiny_model
 from frankensweep.worker.loading import check_supported
 from frankensweep.worker.views import build_view, decoder_stack
 
 PLANS = ["0-5,3-8", "0-8,2-6", "0-3,1-4,2-8,6-8", "0-8,0-8"]
 
 
-def _ids(seq_len: int = 20, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(3, 256, (2, seq_len), generator=g)
+_ids = random_ids
 
 
 def _snapshot(model):
@@ -48,11 +46,7 @@ def test_cached_greedy_generation_equals_recompute(family_model):
     family, base = family_model
     view = build_view(base, Plan.parse("0-6,2-8"))
     ids = _ids(seq_len=8)[:1]
-    with torch.inference_mode():
-        cached = view.generate(ids, max_new_tokens=40, min_new_tokens=40, do_sample=False)
-        recomputed = view.generate(
-            ids, max_new_tokens=40, min_new_tokens=40, do_sample=False, use_cache=False
-        )
+    cached, recomputed = greedy(view, ids), greedy(view, ids, cache=False)
     assert cached.shape[1] == ids.shape[1] + 40
     assert torch.equal(cached, recomputed), family
 

@@ -9,27 +9,28 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import itertools
+import math
 from collections import Counter
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
 from sqlalchemy import select
 
 from frankensweep import __version__
-from frankensweep.api.deps import RowId, SessionDep, SettingsDep
-from frankensweep.api.routes.sweeps import public
+from frankensweep.api.deps import MAX_ID, RowId, SessionDep, SettingsDep
+from frankensweep.api.routes.sweeps import public, space_summary
 from frankensweep.core.config import Settings
 from frankensweep.db import FINISHED_SWEEP, Candidate, Sweep
 from frankensweep.db.store import results_for
 from frankensweep.evals.registry import eval_key
 from frankensweep.search import Plan
+from frankensweep.search.plans import format_scale
 from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.leaderboard import candidate_scores, leaderboard
 
@@ -69,37 +70,64 @@ def fmt_score(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1 else f"{value:.3f}"
 
 
-def plan_svg(plan: str, num_layers: int, scale: int = 3, height: int = 36) -> Markup:
-    """An inline SVG of a plan: one bar per position, its height the source layer.
+#: colour classes of source models in the plan picture (``src1``.. in order of first use)
+SOURCE_COLOURS = 4
 
-    Positions whose source layer runs more than once are drawn in the accent colour; the
-    first position of each slice gets a tick, so jumps read as drops in the staircase.
+
+def plan_picture(plan: str, num_layers: int, scale: int = 3, height: int = 36) -> dict[str, Any]:
+    """What the plan picture shows (the ``_plan.html`` macro draws it; Jinja escapes the text).
+
+    One bar per position, its height the source layer. A position whose (model, layer) runs more
+    than once is ``rep`` (the accent colour); a position of a source model is ``src1``, ``src2``,
+    ... (its own colour, the model named in its tooltip); a scaled position is ``scaled`` (paler,
+    its scale in the tooltip). The first position of each slice gets a tick, so jumps read as
+    drops in the staircase. Bars are drawn as one SVG path per run of positions of one slice and
+    one class (a tooltip each), so a page stays small however long its plans.
     """
     parsed = Plan.parse(plan)
-    layers = parsed.layers()
-    counts = Counter(layers)
-    top = max(num_layers, max(layers) + 1, 1)
-    width = max(len(layers) * scale, 1)
-    starts, position = set(), 0
+    counts = Counter((model, layer) for model, layer, _ in parsed.positions())
+    colour = {name: 1 + i % SOURCE_COLOURS for i, name in enumerate(parsed.models())}
+    top = max(num_layers, max(layer for _, layer in counts) + 1, 1)
+    width = max(scale - 1, 1)
+    runs: list[dict[str, Any]] = []
+    cuts, position = [], 0
     for s in parsed.slices:
-        starts.add(position)
-        position += len(s)
-    bars = []
-    for i, layer in enumerate(layers):
-        h = max(1.0, (layer + 1) / top * (height - 4))
-        cls = "rep" if counts[layer] > 1 else "once"
-        bars.append(
-            f'<rect class="{cls}" x="{i * scale}" y="{height - h:.1f}" width="{max(scale - 1, 1)}"'
-            f' height="{h:.1f}"><title>position {i}: layer {layer}'
-            f"{' (runs ' + str(counts[layer]) + 'x)' if counts[layer] > 1 else ''}</title></rect>"
-        )
-        if i in starts and i:
-            bars.append(f'<rect class="cut" x="{i * scale - 1}" y="0" width="1" height="4"/>')
-    label = f"plan {plan}: {len(layers)} positions, max repeats {max(counts.values())}"
-    return Markup(
-        f'<svg class="plan" role="img" aria-label="{label}" width="{width}" height="{height}"'
-        f' viewBox="0 0 {width} {height}">{"".join(bars)}</svg>'
-    )
+        if position:
+            cuts.append(f"M{position * scale - 1} 0h1v4h-1z")
+        factor = format_scale(s.scale) if s.scale is not None else None
+        for rep, group in itertools.groupby(s.layers(), key=lambda i: counts[(s.model, i)] > 1):
+            layers = list(group)
+            bars = []
+            for layer in layers:
+                h = max(1.0, (layer + 1) / top * (height - 4))
+                bars.append(f"M{position * scale} {height - h:.1f}h{width}V{height}h-{width}z")
+                position += 1
+            first, last = position - len(layers), position - 1
+            title = f"position {first}" if first == last else f"positions {first}-{last}"
+            title += (
+                f": layer {layers[0]}" if len(layers) == 1 else f": layers {layers[0]}-{layers[-1]}"
+            )
+            title += f" of {s.model}" if s.model is not None else ""
+            title += f", scale {factor}" if factor is not None else ""
+            classes = ["rep" if rep else "once"]
+            classes += [f"src{colour[s.model]}"] if s.model is not None else []
+            classes += ["scaled"] if factor is not None else []
+            runs.append(
+                {
+                    "cls": " ".join(classes),
+                    "d": "".join(bars),
+                    "title": title + (" (repeated)" if rep else ""),
+                    "model": s.model,
+                    "scale": factor,
+                }
+            )
+    return {
+        "label": f"plan {plan}: {position} positions, max repeats {max(counts.values())}",
+        "width": max(position * scale, 1),
+        "height": height,
+        "runs": runs,
+        "cuts": "".join(cuts),
+    }
 
 
 def strategy_text(strategy: dict[str, Any]) -> str:
@@ -118,7 +146,7 @@ templates.env.globals.update(
     fmt_time=fmt_time,
     fmt_seconds=fmt_seconds,
     fmt_score=fmt_score,
-    plan_svg=plan_svg,
+    plan_picture=plan_picture,
     strategy_text=strategy_text,
     version=__version__,
 )
@@ -139,8 +167,12 @@ def get_or_404(session, model, key: int, what: str):
     return row
 
 
-def sweep_view(session, sweep: Sweep, settings: Settings) -> dict[str, Any]:
-    """Everything the sweep page (and its live fragment) renders."""
+#: leaderboard rows per page of the sweep page (the chart data holds every row)
+PAGE_ROWS = 100
+
+
+def sweep_view(session, sweep: Sweep, settings: Settings, page: int = 1) -> dict[str, Any]:
+    """Everything the sweep page (and its live fragment) renders: page ``page`` of its rows."""
     info = public(session, sweep, settings)
     config = sweep_config(sweep)
     metrics = config.metrics
@@ -178,15 +210,22 @@ def sweep_view(session, sweep: Sweep, settings: Settings) -> dict[str, Any]:
         ],
         "levels": level_points(session, sweep) if len(levels) > 1 else [],
     }
+    pages = max(1, math.ceil(len(board.rows) / PAGE_ROWS))
+    page = min(page, pages)
     return {
         "sweep": info,
+        "space": space_summary(sweep.space),
         "progress": info.progress,
         "board": board,
+        "page_rows": board.rows[(page - 1) * PAGE_ROWS : page * PAGE_ROWS],
+        "page": page,
+        "pages": pages,
+        "first_row": (page - 1) * PAGE_ROWS + 1,
         "level_metrics": [level.metric for level in levels],
         "metrics": all_metrics,
         "higher": chart["higher"],
         "param_names": param_names,
-        "chart_json": json.dumps(chart).replace("</", "<\\/"),
+        "chart": chart,
         "running": info.status not in FINISHED_SWEEP,
     }
 
@@ -197,7 +236,7 @@ def level_points(session, sweep: Sweep) -> list[dict[str, Any]]:
     config = sweep_config(sweep)
     reached = [c for c in sweep.candidates if not c.is_reference]
     keys = [level.rank_key for level in config.levels]
-    stored = results_for(session, sweep.model, {c.digest for c in reached}, keys)
+    stored = results_for(session, config.model_key, {c.digest for c in reached}, keys)
     levels = []
     for i, level in enumerate(config.levels):
         points = []
@@ -270,12 +309,16 @@ def sweep_page(
     session: SessionDep,
     settings: SettingsDep,
     fragment: bool = False,
+    page: int = Query(1, ge=1, le=MAX_ID),
 ) -> HTMLResponse:
-    """One sweep: progress, workers, ranked table, heatmap, best-so-far, plan pictures."""
+    """One sweep: progress, workers, ranked table (a page of rows), heatmap, best-so-far, plan
+    pictures."""
     sweep = session.get(Sweep, sweep_id)
     if sweep is None:
         return not_found(request, f"sweep {sweep_id} not found")
-    context = sweep_view(session, sweep, settings) | {"title": f"Sweep {sweep.id}: {sweep.name}"}
+    context = sweep_view(session, sweep, settings, page) | {
+        "title": f"Sweep {sweep.id}: {sweep.name}"
+    }
     name = "_sweep_live.html" if fragment else "sweep.html"
     return templates.TemplateResponse(request, name, context)
 
@@ -313,6 +356,7 @@ def candidate_page(candidate_id: RowId, request: Request, session: SessionDep) -
             "c": c,
             "sweep": c.sweep,
             "positions": len(Plan.parse(c.plan)),
+            "plan_models": Plan.parse(c.plan).models(),
             "scores": scores.get(c.digest, {}),
             "partial": partial.get(c.digest, {}),
             "reached": levels[reached].label,

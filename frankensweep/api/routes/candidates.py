@@ -1,18 +1,21 @@
-"""Candidates: details with every result, and the mergekit recipe."""
+"""Candidates: details with every result, the mergekit recipe and the GGUF download."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from frankensweep.api.deps import RowId, SessionDep
+from frankensweep.api.routes import StrictJSONRoute
 from frankensweep.api.schemas import CandidatePublic
+from frankensweep.core.errors import UserError
 from frankensweep.db import Candidate
+from frankensweep.export.gguf import prepare_gguf
 from frankensweep.search import DTYPES, Plan, plan_to_recipe
 from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.leaderboard import candidate_scores
 
-router = APIRouter(prefix="/api/candidates", tags=["candidates"])
+router = APIRouter(prefix="/api/candidates", tags=["candidates"], route_class=StrictJSONRoute)
 
 
 class YAMLResponse(PlainTextResponse):
@@ -45,11 +48,19 @@ RECIPE_SCHEMA = {
                                 },
                             },
                         },
-                    }
+                    },
+                    "parameters": {
+                        "type": "object",
+                        "description": "scale with o_proj / down_proj filters (a scaled slice)",
+                    },
                 },
             },
         },
         "merge_method": {"const": "passthrough"},
+        "base_model": {
+            "type": "string",
+            "description": "the base model, when slices come from other models too",
+        },
         "dtype": {"enum": list(DTYPES)},
     },
 }
@@ -112,7 +123,7 @@ def read_recipe(
     session: SessionDep,
     dtype: str = Query("bfloat16", description=f"one of {', '.join(DTYPES)}"),
 ) -> YAMLResponse:
-    """The candidate's mergekit passthrough recipe."""
+    """The candidate's mergekit passthrough recipe (each slice from its model, by path)."""
     if dtype not in DTYPES:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -125,8 +136,40 @@ def read_recipe(
             ],
         )
     c = get_candidate(session, candidate_id)
-    text = plan_to_recipe(Plan.parse(c.plan), c.sweep.model, dtype)
+    text = plan_to_recipe(Plan.parse(c.plan), c.sweep.model, dtype, c.sweep.models)
     return YAMLResponse(
         text,
         headers={"Content-Disposition": f'attachment; filename="candidate-{c.id}.yaml"'},
+    )
+
+
+@router.get(
+    "/{candidate_id}/export.gguf",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "description": "the GGUF file, streamed",
+        }
+    },
+)
+def download_gguf(candidate_id: RowId, session: SessionDep) -> StreamingResponse:
+    """The candidate as a GGUF file: the base GGUF's own tensors per position, streamed."""
+    c = get_candidate(session, candidate_id)
+    try:
+        job = prepare_gguf(c.sweep.model, c.plan)
+    except UserError as exc:  # a refused plan or architecture, a missing file
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [{"loc": ["path", "candidate_id"], "msg": str(exc), "type": "value_error"}],
+        ) from None
+    return StreamingResponse(
+        job.chunks(),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="candidate-{c.id}.gguf"',
+            "Content-Length": str(job.size),
+        },
     )

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from frankensweep.api.deps import MAX_ID, RowId, SessionDep, SettingsDep, WriterDep
+from frankensweep.api.routes import StrictJSONRoute
 from frankensweep.api.schemas import Leaderboard, SweepCreate, SweepCreated, SweepPublic
 from frankensweep.core.config import Settings
-from frankensweep.db import Sweep, SweepStatus
+from frankensweep.db import Sweep
 from frankensweep.db.store import status_counts
 from frankensweep.strategies.fidelity import level_detail
 from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.leaderboard import leaderboard_page_json
 from frankensweep.sweeps.rounds import forget
 from frankensweep.sweeps.status import cancel_sweep, eta_seconds, liveness, progress
-from frankensweep.sweeps.submission import build_sweep, store_sweep
+from frankensweep.sweeps.submission import build_sweep, check_active, store_sweep
 
-router = APIRouter(prefix="/api/sweeps", tags=["sweeps"])
+router = APIRouter(prefix="/api/sweeps", tags=["sweeps"], route_class=StrictJSONRoute)
 
 
 def get_sweep(session, sweep_id: int) -> Sweep:
@@ -28,7 +32,17 @@ def get_sweep(session, sweep_id: int) -> Sweep:
     return sweep
 
 
-def public(session, sweep: Sweep, settings: Settings) -> SweepPublic:
+def space_summary(space: dict[str, Any]) -> dict[str, Any]:
+    """A stored space without its explicit plans (their count instead)."""
+    if not isinstance(space.get("plans"), list):
+        return space
+    return {**{k: v for k, v in space.items() if k != "plans"}, "plan_count": len(space["plans"])}
+
+
+def public(
+    session: Session, sweep: Sweep, settings: Settings, summary: bool = False
+) -> SweepPublic:
+    """The API's view of a sweep; ``summary`` leaves explicit plans out (lists of sweeps)."""
     counts = status_counts(session, sweep.id)
     levels = sweep_config(sweep).levels
     live = liveness(session, sweep, settings)
@@ -36,10 +50,12 @@ def public(session, sweep: Sweep, settings: Settings) -> SweepPublic:
         id=sweep.id,
         name=sweep.name,
         model=sweep.model,
+        models=sweep.models or {},
+        load=sweep.load_options,
         num_layers=sweep.num_layers,
         status=sweep.status,
         error=sweep.error,
-        space=sweep.space,
+        space=space_summary(sweep.space) if summary else sweep.space,
         evals=sweep.evals,
         strategy=sweep.strategy,
         round=sweep.round,
@@ -64,27 +80,27 @@ def create_sweep(
     payload: SweepCreate, session: SessionDep, settings: SettingsDep, request: Request
 ) -> SweepCreated:
     """Submit a sweep: everything is validated before anything is stored."""
-    active = session.scalar(
-        select(func.count()).where(Sweep.status.in_([SweepStatus.queued, SweepStatus.running]))
-    )
-    active = active or 0
-    if active >= settings.max_active_sweeps:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"{active} sweeps are queued or running, the cap is {settings.max_active_sweeps} "
-            "(FRANKENSWEEP_MAX_ACTIVE_SWEEPS): wait for one to end, or cancel one",
-        )
-    submission = build_sweep(payload, settings)  # a SubmissionError answers 422 (api/errors)
-    stored = store_sweep(session, submission)
+    # errors answer 422 (SubmissionError) or 429 (TooManyActive): see api/errors.py
+    check_active(session, settings.max_active_sweeps)  # before the expensive checks
+    submission = build_sweep(payload, settings)
+    stored = store_sweep(session, submission, settings.max_active_sweeps)  # atomic with the count
     request.app.state.dispatcher.submit(submission.sweep.id)
     return SweepCreated(id=submission.sweep.id, candidates=stored, space=submission.summary)
 
 
 @router.get("")
-def list_sweeps(session: SessionDep, settings: SettingsDep) -> list[SweepPublic]:
-    """All sweeps, newest first."""
-    sweeps = session.scalars(select(Sweep).order_by(Sweep.id.desc()))
-    return [public(session, s, settings) for s in sweeps]
+def list_sweeps(
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    limit: int = Query(50, ge=1, le=500, description="sweeps per page"),
+    offset: int = Query(0, ge=0, le=MAX_ID, description="sweeps to skip"),
+) -> list[SweepPublic]:
+    """Sweeps, newest first, a page at a time (``X-Total-Count``: how many there are);
+    explicit spaces give their plan count, not their plans (``GET /api/sweeps/{id}`` does)."""
+    response.headers["X-Total-Count"] = str(session.scalar(select(func.count(Sweep.id))))
+    page = session.scalars(select(Sweep).order_by(Sweep.id.desc()).limit(limit).offset(offset))
+    return [public(session, s, settings, summary=True) for s in page]
 
 
 @router.get("/{sweep_id}")

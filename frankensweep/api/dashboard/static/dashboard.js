@@ -220,6 +220,19 @@ const FS = (() => {
     return sorted;
   }
 
+  // a paragraph holding ``text`` as text (never parsed as markup)
+  function emptyNote(text) {
+    const p = document.createElement("p");
+    p.className = "empty";
+    p.textContent = text;
+    return p;
+  }
+
+  // Plotly draws a trace's text with a few HTML-like tags: user text goes in as entities
+  function plotlyText(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
   function drawHeatmap(data) {
     const box = document.getElementById("heatmap");
     const controls = document.getElementById("heat-controls");
@@ -228,10 +241,13 @@ const FS = (() => {
     const names = Object.keys(params);
     if (names.length < 2) {
       controls.innerHTML = "";
-      box.innerHTML =
-        '<p class="empty">A heatmap needs two space parameters that vary (this space has ' +
-        (names.length ? names.join(", ") : "none") +
-        ").</p>";
+      box.replaceChildren(
+        emptyNote(
+          "A heatmap needs two space parameters that vary (this space has " +
+            (names.length ? names.join(", ") : "none") +
+            ")."
+        )
+      );
       return;
     }
     if (!names.includes(heat.x)) heat.x = names[0];
@@ -418,7 +434,7 @@ const FS = (() => {
         name: "candidate",
         x: times,
         y: done.map((r) => r.scores[metric]),
-        text: done.map((r) => r.plan),
+        text: done.map((r) => plotlyText(r.plan)),
         marker: { color: "#9aa5b1", size: 7 },
         hovertemplate: "%{text}<br>" + metric + "=%{y}<extra></extra>",
       },
@@ -595,7 +611,34 @@ const FS = (() => {
       kinds.push("preference");
     }
     const strategy = buildStrategy();
-    return { body: { name: value("name"), model: value("model"), space, evals, strategy }, kinds };
+    const body = { name: value("name"), model: value("model"), space, evals, strategy };
+    const load = buildLoad();
+    if (load) body.load = load;
+    return { body, kinds };
+  }
+
+  // -- load options: only what is chosen is sent (the rest: the server's defaults) -------------
+  function buildLoad() {
+    const load = {};
+    const pairs = [
+      ["quantization", "load-quantization"],
+      ["dtype", "load-dtype"],
+      ["device_map", "load-device-map"],
+    ];
+    for (const [field, id] of pairs) {
+      if (value(id) !== "") load[field] = value(id);
+    }
+    const caps = value("load-max-memory");
+    if (caps !== "") {
+      // "0=70GiB,cpu=100GiB" -> {"0": "70GiB", "cpu": "100GiB"}; a malformed item is sent as
+      // is under its own name, so the API's 422 names it
+      load.max_memory = {};
+      for (const item of caps.split(",")) {
+        const [device, ...size] = item.split("=");
+        load.max_memory[device.trim()] = size.join("=").trim();
+      }
+    }
+    return Object.keys(load).length ? load : null;
   }
 
   // -- the strategy part of the form: which fields each kind has, and their defaults -----------

@@ -1,8 +1,8 @@
 """worker heartbeats, and attempts kept across fidelity levels
 
-Revision ID: worker_heartbeats
-Revises: 0002
-Create Date: 2026-11-23 03:30:00
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-01 14:00:00
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "worker_heartbeats"
-down_revision = "0002"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
