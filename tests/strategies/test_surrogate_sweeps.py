@@ -138,3 +138,21 @@ def test_a_worker_dying_mid_round_then_a_restart_ends_as_an_uninterrupted_sweep(
         assert wait_sweep(client, broken_id, timeout=600)["status"] == "done"
     assert rounds(broken, broken_id) == expected
     assert [s for _, _, s in expected] == [CandidateStatus.done] * 14
+
+
+def test_a_prior_that_cannot_be_computed_is_refused_at_submission(tmp_path, tiny):
+    url = f"sqlite:///{tmp_path / 'refused.db'}"
+    loc = ["body", "strategy", "prior"]
+    cases = [
+        ({"tokens": 32, "ctx": 64}, [*loc, "tokens"], "less than one window"),
+        ({"corpus": str(tiny.parent / "nope.txt")}, [*loc, "corpus"], "not found"),
+        ({"corpus": "/etc/hostname"}, [*loc, "corpus"], "not a file under the allowed"),
+    ]
+    with TestClient(create_app(settings(url, tiny), dispatch=False)) as client:
+        for prior, where, message in cases:
+            strategy = {"kind": "surrogate", "budget": 4, "prior": prior}
+            response = client.post("/api/sweeps", json=body(tiny, strategy))
+            assert response.status_code == 422, response.text
+            detail = response.json()["detail"]
+            assert any(d["loc"] == where and message in d["msg"] for d in detail), detail
+        assert client.get("/api/sweeps").json() == []
