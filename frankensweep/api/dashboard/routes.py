@@ -258,7 +258,7 @@ def progress(info, sweep: Sweep) -> dict[str, Any]:
     known = finished + outstanding
     total = known
     if not info.search_finished and info.status not in FINISHED_SWEEP:
-        if spec.get("kind") in ("tpe", "cmaes") and spec.get("budget"):
+        if spec.get("kind") in ("tpe", "cmaes", "surrogate") and spec.get("budget"):
             total = references + spec["budget"]
         elif spec.get("kind") == "halving":
             total, rung = references + first_rung, first_rung
