@@ -14,7 +14,8 @@ Two spaces of SmolLM2, each with its ground truth (every plan at full fidelity, 
 Each strategy runs as a sweep through the service's own code (``build_sweep``, ``store_sweep``,
 ``run_unit``, ``advance``) on one database; scores are shared, so only the lower fidelity levels
 of halving cost new compute, and every strategy is *charged* for what it asked, whether or not it
-was stored already. Ground truths are kept in ``.bench-cache/`` between runs.
+was stored already. Every ground truth is scored once per run (a fresh database in
+``.bench-cache/``, emptied at the start of the run): every figure comes from that one run.
 
 Cost unit: layer-token forwards, i.e. plan positions x scored tokens, summed over the evaluations
 a strategy asked for (no credit for prefix sharing, which every strategy gets alike), plus, for a
@@ -40,7 +41,7 @@ SPACE = {"kind": "overlap", "slice_size": [6, 16], "jump": [2, 6], "last_slice":
 FULL = {"kind": "perplexity", "corpus": "pydoc_data.topics", "tokens": 512, "ctx": 128}
 QUICK = {"kind": "perplexity", "corpus": "pydoc_data.topics", "tokens": 256, "ctx": 128}
 BUDGET_FRACTION = 0.30  # random / tpe / cmaes budgets: this share of the space's plans
-#: scores kept between runs: the ground truth is computed once (costs are charged regardless)
+#: the run's database: ground truths scored once, then shared by every strategy (each charged)
 CACHE = Path(__file__).resolve().parent.parent / ".bench-cache"
 REGRET_AT = 0.25  # regret reported at this share of the grid's cost
 TARGET = 0.30  # halving or TPE must find the true best within this share of the grid's cost
@@ -466,7 +467,10 @@ def run(quick: bool) -> Section:
     models.put(loaded.base, "cpu", "float32")  # the loaded model, shared
 
     CACHE.mkdir(exist_ok=True)
-    url = f"sqlite:///{CACHE / ('search-quick.db' if quick else 'search.db')}"
+    path = CACHE / ("search-quick.db" if quick else "search.db")
+    for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        stale.unlink(missing_ok=True)  # one run, one set of figures: nothing from a past run
+    url = f"sqlite:///{path}"
     # one database for the ground truths and every strategy: scores are shared
     upgrade(url)
     engine = make_engine(url)

@@ -35,6 +35,9 @@ class SweepPublic(BaseModel):
     name: str
     model: str
     models: dict[str, str] = Field(description="source models its plans may name: name -> model")
+    load: dict[str, Any] | None = Field(
+        description="how workers load the model (null: stored before load options)"
+    )
     num_layers: int
     status: str
     error: str | None

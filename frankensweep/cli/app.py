@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -27,14 +28,20 @@ from rich.progress import (
 
 from frankensweep.core.errors import UserError
 
+if TYPE_CHECKING:
+    from frankensweep.models import LoadOptions
+
 # tqdm reads its settings on import: GGUF de-quantization shows a bare tqdm bar otherwise
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 __all__ = [
     "CliError",
+    "DeviceMapOpt",
     "DeviceOpt",
     "DtypeOpt",
+    "MaxMemoryOpt",
     "ModelOpt",
+    "QuantizationOpt",
     "app",
     "err",
     "fail",
@@ -73,6 +80,10 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # bitsandbytes on CPU: "no CPU kernel package, using the torch fallback", once per load,
+    # and int8's "inputs will be cast to float16" on every matmul
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"MatMul8bitLt: inputs will be cast")
 
 
 def progress_bar() -> Progress:
@@ -94,13 +105,15 @@ def status(message: str) -> Iterator[None]:
         yield
 
 
-def load_model(spec: str, device: str, dtype: str):
-    """Load a base model with a spinner; user errors become one-line exits."""
+def load_model(spec: str, device: str, dtype: str, load: LoadOptions | None = None):
+    """Load a base model with a spinner (as ``load`` says, default ``dtype`` on ``device``);
+    user errors become one-line exits."""
     from frankensweep.worker.loading import load_base_model
 
     quiet_libraries()
-    with status(f"loading {spec}"):
-        return load_base_model(spec, device=device, dtype=dtype)
+    what = f" ({load.describe()})" if load is not None else ""
+    with status(f"loading {spec}{what}"):
+        return load_base_model(spec, device=device, dtype=dtype, load=load)
 
 
 ModelOpt = Annotated[
@@ -109,4 +122,17 @@ ModelOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N.")]
 DtypeOpt = Annotated[
     str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16...")
+]
+QuantizationOpt = Annotated[
+    str, typer.Option(help="none, nf4 or int8 (bitsandbytes; CPU too, slowly).")
+]
+DeviceMapOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="auto: spread over every visible GPU, then CPU, then disk (default: --device)."
+    ),
+]
+MaxMemoryOpt = Annotated[
+    str | None,
+    typer.Option(help="With --device-map auto, caps per device: 0=70GiB,1=70GiB,cpu=100GiB."),
 ]

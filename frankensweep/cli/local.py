@@ -12,9 +12,12 @@ from rich.table import Table
 
 from frankensweep.cli.app import (
     CliError,
+    DeviceMapOpt,
     DeviceOpt,
     DtypeOpt,
+    MaxMemoryOpt,
     ModelOpt,
+    QuantizationOpt,
     app,
     err,
     fail,
@@ -276,11 +279,26 @@ def eval_(
     source: SourceOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    quantization: QuantizationOpt = "none",
+    device_map: DeviceMapOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Perplexity (and optionally EQ-Bench) of each plan; nothing is written to disk."""
     from frankensweep.evals.corpus import load_corpus
     from frankensweep.evals.perplexity import make_windows, tokenize_corpus
+    from frankensweep.models import check_environment, load_options, parse_max_memory
     from frankensweep.worker.evaluate import evaluate_perplexity
+    from frankensweep.worker.loading import select_device
+
+    load = load_options(
+        quantization=quantization,
+        dtype=dtype,
+        device_map=device_map,
+        max_memory=parse_max_memory(max_memory),
+    )
+    check_environment(load)  # bitsandbytes, GPUs: before anything slow
+    if load.device_map is None:
+        select_device(device)
 
     texts = list(plan or []) + (read_plans_file(plans_file) if plans_file else [])
     if not texts:
@@ -292,7 +310,7 @@ def eval_(
 
         load_questions(eq_bench, eq_bench_limit)  # a missing question set fails early
     text = load_corpus(ppl_corpus)
-    base = load_model(model, device, dtype)
+    base = load_model(model, device, dtype, load)
     others = load_sources(base, sources, device, dtype)
     plans_ = parse_plans(texts, base.num_layers)
     windows = make_windows(tokenize_corpus(base.tokenizer, text), ppl_tokens, ctx)

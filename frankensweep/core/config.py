@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,9 +42,16 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=2 << 20, ge=1024)
     # most sweeps queued or running at once; further submissions get 429 until one ends
     max_active_sweeps: int = Field(default=16, ge=1)
-    # device and dtype workers load base models with
+    # the device workers load base models on (unless a sweep's device_map is auto)
     device: str = "auto"
+    # load options a sweep gets when its request names none (models/load.py): dtype (auto:
+    # bf16 on CUDA, fp32 elsewhere), quantization (none, nf4, int8), device_map (empty: one
+    # device; auto: every visible GPU, then CPU, then disk), max_memory ("0=70GiB,cpu=100GiB",
+    # with device_map auto). Workers use dtype for sweeps stored before load options
     dtype: str = "auto"
+    quantization: Literal["none", "nf4", "int8"] = "none"
+    device_map: Literal["", "auto"] = ""
+    max_memory: str = ""
     # memory budget for hidden states kept by prefix-shared evaluation, bytes
     prefix_memory_budget: int = Field(default=1 << 30, ge=0)
     # Celery: hard time limit of one work unit, seconds

@@ -69,6 +69,11 @@ class Sweep(Base):
     model: Mapped[str] = mapped_column(String(1000))
     # what its results are stored under: the model and a digest of its files (sweeps/config.py)
     model_key: Mapped[str] = mapped_column(String(1000), default="")
+    # how workers load the model (models/load.py LoadOptions); NULL: stored before load options
+    load_options: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # what model_key digests: each model's fingerprint and the keyed load options (workers
+    # tell which model changed since submission); NULL for sweeps stored before
+    identity: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     num_layers: Mapped[int] = mapped_column(Integer)
     # named source models (name -> HF directory, hub id or .gguf) its plans may take slices from
     models: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -11,6 +11,17 @@ from frankensweep.models.config import (
     read_num_layers,
 )
 from frankensweep.models.fingerprint import model_fingerprint
+from frankensweep.models.load import (
+    DTYPE_NAMES,
+    QUANTIZATIONS,
+    LoadOptions,
+    LoadOptionsError,
+    check_checkpoint,
+    check_environment,
+    default_load,
+    load_options,
+    parse_max_memory,
+)
 from frankensweep.models.spec import (
     SUPPORTED_MODEL_TYPES,
     ModelLoadError,
@@ -20,12 +31,21 @@ from frankensweep.models.spec import (
 )
 
 __all__ = [
+    "DTYPE_NAMES",
     "LAYER_CONFIG",
+    "QUANTIZATIONS",
     "SUPPORTED_MODEL_TYPES",
+    "LoadOptions",
+    "LoadOptionsError",
     "ModelLoadError",
+    "check_checkpoint",
+    "check_environment",
     "config_mismatches",
+    "default_load",
     "is_gguf",
+    "load_options",
     "model_fingerprint",
+    "parse_max_memory",
     "read_config",
     "read_num_layers",
     "resolve_spec",

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from frankensweep.evals.registry import REGISTRY, AnyEvalSpec, parse_eval
+from frankensweep.models import LoadOptions
 from frankensweep.search import Filters, Plan, SpacePoint, enumerate_space, space_from_spec
 from frankensweep.strategies import Level, Strategy, make_strategy
 
@@ -26,10 +27,14 @@ if TYPE_CHECKING:
 __all__ = ["SweepConfig", "current_model_key", "model_identity", "model_key", "sweep_config"]
 
 
-def model_identity(model: str, sources: Mapping[str, str] | None = None) -> dict[str, Any]:
+def model_identity(
+    model: str, sources: Mapping[str, str] | None = None, load: LoadOptions | None = None
+) -> dict[str, Any]:
     """Everything that decides what a sweep's plans compute, as it is on disk now: the
-    fingerprint of the base model's files (``frankensweep.models.fingerprint``) and, for each
-    named source model a plan may take slices from, its name, path and fingerprint."""
+    fingerprint of the base model's files (``frankensweep.models.fingerprint``); for each named
+    source model a plan may take slices from, its name, path and fingerprint; and, unless they
+    are the defaults, the load options that change its numbers (quantization, dtype): an nf4
+    score is never reused for a bfloat16 sweep of the same plan."""
     from frankensweep.models import model_fingerprint
 
     identity: dict[str, Any] = {"weights": model_fingerprint(model)}
@@ -38,6 +43,8 @@ def model_identity(model: str, sources: Mapping[str, str] | None = None) -> dict
             name: {"model": spec, "weights": model_fingerprint(spec)}
             for name, spec in sorted(sources.items())
         }
+    if load is not None and load.keyed:
+        identity["load"] = load.identity()
     return identity
 
 
@@ -48,9 +55,11 @@ def model_key(model: str, identity: dict[str, Any]) -> str:
     return f"{model[:960]}#{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
 
 
-def current_model_key(model: str, sources: Mapping[str, str] | None = None) -> str:
-    """The key ``model`` (with these source models) would get if submitted now."""
-    return model_key(model, model_identity(model, sources))
+def current_model_key(
+    model: str, sources: Mapping[str, str] | None = None, load: LoadOptions | None = None
+) -> str:
+    """The key ``model`` (with these source models, loaded with ``load``) would get now."""
+    return model_key(model, model_identity(model, sources, load))
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class SweepConfig:
     sweep_id: int
     model: str  # the base model as the user named it
     model_key: str  # what its results are stored under (``model_key``)
+    load: LoadOptions | None  # how workers load the model (None: stored before load options)
     num_layers: int  # its depth N (every source model has the same)
     space: dict[str, Any]  # the space's spec (``space_from_spec``), filters left out
     filters: Filters
@@ -67,6 +77,7 @@ class SweepConfig:
     strategy: Strategy
     levels: tuple[Level, ...]  # fidelity levels, cheapest first; the last is the full evals
     models: Mapping[str, str] = field(default_factory=dict)  # source model name -> as named
+    identity: Mapping[str, Any] | None = None  # what ``model_key`` digests (None: stored before)
 
     @classmethod
     def from_row(cls, sweep: Sweep) -> SweepConfig:
@@ -76,6 +87,7 @@ class SweepConfig:
             sweep_id=sweep.id,
             model=sweep.model,
             model_key=sweep.model_key or sweep.model,  # rows stored before keys: the name
+            load=LoadOptions.model_validate(sweep.load_options) if sweep.load_options else None,
             num_layers=sweep.num_layers,
             space={k: v for k, v in sweep.space.items() if k != "filters"},
             filters=Filters.from_dict(sweep.space.get("filters")),
@@ -83,6 +95,7 @@ class SweepConfig:
             strategy=strategy,
             levels=tuple(strategy.levels(evals)),
             models=dict(sweep.models or {}),
+            identity=sweep.identity,
         )
 
     @property

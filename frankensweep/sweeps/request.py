@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from frankensweep.evals.registry import EvalSpec
+from frankensweep.models import LoadOptions
 from frankensweep.strategies import StrategySpec
 
 __all__ = [
@@ -129,4 +130,10 @@ class SweepCreate(BaseModel):
         "grid",
         description="grid (every plan), random / tpe / cmaes (with a budget), halving; "
         "a bare name means its defaults",
+    )
+    load: LoadOptions | None = Field(
+        None,
+        description="how workers load the model: quantization (none, nf4, int8), dtype, "
+        "device_map (auto: every GPU), max_memory; what is left out comes from the server's "
+        "settings. Scores are kept apart by quantization and dtype",
     )

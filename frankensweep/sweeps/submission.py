@@ -1,13 +1,13 @@
 """Turn a submitted sweep into stored candidates, validating everything before storing anything.
 
 :func:`build_sweep` runs every check that can be made at submission, in order: the files it
-names lie under the path roots, the model's depth (from its config), the source models (their
-configs match the base model's architecture, depth and vocabulary), the space (parsed, under the
-enumeration cap, non-empty after its filters, naming only declared models), the strategy (its plan
-count under the per-sweep cap, its fidelity ladder, the corpus of its layer prior), the evals
-(their data found, their sizes under the caps). Each failure is a :class:`SubmissionError` naming
-the field. :func:`store_sweep` then stores the sweep and its strategy's first round, whole or not
-at all.
+names lie under the path roots, the load options (``models/load.py``), the model's depth (from
+its config), the source models (their configs match the base model's architecture, depth and
+vocabulary), the space (parsed, under the enumeration cap, non-empty after its filters, naming
+only declared models), the strategy (its plan count under the per-sweep cap, its fidelity
+ladder, the corpus of its layer prior), the evals (their data found, their sizes under the caps).
+Each failure is a :class:`SubmissionError` naming the field. :func:`store_sweep` then stores the
+sweep and its strategy's first round, whole or not at all.
 """
 
 from __future__ import annotations
@@ -33,8 +33,13 @@ from frankensweep.evals.registry import (
     get_eval,
 )
 from frankensweep.models import (
+    LoadOptions,
+    LoadOptionsError,
     ModelLoadError,
+    check_checkpoint,
+    check_environment,
     config_mismatches,
+    default_load,
     model_fingerprint,
     read_config,
     read_num_layers,
@@ -149,6 +154,27 @@ class ModelFacts(NamedTuple):
 
     num_layers: int  # depth N
     max_positions: int | None  # longest context it was trained for, if its config says
+
+
+def make_load(payload: SweepCreate, settings: Settings) -> LoadOptions:
+    """The sweep's load options: those of the request, the others from the settings.
+
+    bitsandbytes must be installed for a quantization (the API and the workers install the same
+    package); GPUs named in ``max_memory`` and the needs of a pre-quantized checkpoint are
+    checked against this machine in embedded mode only (scaled: the workers' machines differ,
+    and their loads fail with the reason)."""
+    given = (
+        {f: getattr(payload.load, f) for f in payload.load.model_fields_set} if payload.load else {}
+    )
+    try:
+        load = default_load(settings, **given)
+        check_environment(load, devices=settings.embedded)
+        check_checkpoint(payload.model, load, environment=settings.embedded)
+    except LoadOptionsError as exc:
+        raise SubmissionError(("body", "load", exc.field), str(exc)) from None
+    except ModelLoadError as exc:
+        raise SubmissionError(("body", "model"), str(exc)) from None
+    return load
 
 
 def model_facts(spec: str) -> ModelFacts:
@@ -394,6 +420,7 @@ def _summary(result: SpaceResult, strategy: Strategy, stored: int) -> dict[str, 
 
 def _new_sweep(
     payload: SweepCreate,
+    load: LoadOptions,
     model: ModelFacts,
     space: Space,
     filters: Filters,
@@ -401,11 +428,14 @@ def _new_sweep(
     strategy: Strategy,
 ) -> Sweep:
     """The sweep row with its reference candidate (the base model, at full fidelity)."""
+    identity = model_identity(payload.model, payload.models, load)
     sweep = Sweep(
         name=payload.name,
         model=payload.model,
-        model_key=model_key(payload.model, model_identity(payload.model, payload.models)),
+        model_key=model_key(payload.model, identity),
+        identity=identity,
         models=dict(payload.models) or None,
+        load_options=load.model_dump(mode="json"),
         num_layers=model.num_layers,
         space={
             **space.to_spec(),
@@ -435,6 +465,7 @@ def _new_sweep(
 def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     """Validate everything about a submission; nothing is stored (see ``store_sweep``)."""
     check_paths(payload, settings)  # before any file is opened: only names under the path roots
+    load = make_load(payload, settings)
     model = model_facts(payload.model)
     check_sources(payload)
     space = make_space(payload, model.num_layers, settings)
@@ -445,7 +476,7 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     evals = fingerprint_evals(payload, model, settings)
     check_strategy(strategy, payload, space, result.kept)
     check_prior(payload)
-    sweep = _new_sweep(payload, model, space, filters, evals, strategy)
+    sweep = _new_sweep(payload, load, model, space, filters, evals, strategy)
     base = Plan.base(model.num_layers).positions()
     points = [p for p in result.points if p.plan.positions() != base]
     return Submission(sweep, _summary(result, strategy, stored), points)

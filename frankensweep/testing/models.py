@@ -201,3 +201,14 @@ def tiny_model_dir(
     model.save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+def cached_and_recomputed(view: Any, ids: torch.Tensor, tokens: int = 40):
+    """Greedy generation of exactly ``tokens`` tokens with the KV cache and without it (each
+    step recomputed from the whole sequence): equal when every position owns its cache slot."""
+    kwargs = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+    with torch.inference_mode():
+        cached = view.generate(ids, use_cache=True, **kwargs)
+        recomputed = view.generate(ids, use_cache=False, **kwargs)
+    assert cached.shape[1] == ids.shape[1] + tokens
+    return cached, recomputed

@@ -26,11 +26,18 @@ from frankensweep.search import Plan, recipe_to_plan
 BIN = Path(sys.executable).parent
 
 
+#: the ``frankensweep`` command of this environment
+EXE = str(BIN / "frankensweep")
+
+
+def cli_env() -> dict[str, str]:
+    """The environment command-line tests run in: offline, a wide terminal."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+
+
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """``frankensweep ARGS`` as a process (offline, wide terminal); exit 0 asserted if ``check``."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    exe = str(BIN / "frankensweep")
-    proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=600, env=cli_env())
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc

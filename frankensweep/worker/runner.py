@@ -216,20 +216,37 @@ def _finish(sessions: sessionmaker[Session], sweep_id: int, unit: Unit, claimant
         s.commit()
 
 
-def _model_changed(config: SweepConfig) -> str | None:
-    """Why the model's files no longer match the sweep's key, or None if they do."""
+def _changed_models(config: SweepConfig) -> dict[str | None, str]:
+    """The models (None: the base model; else a source model's name) whose files no longer
+    match what the sweep's key digests, each with why (their scores would be stored under the
+    old files' key)."""
     if not config.fingerprinted:
-        return None
-    try:
-        current = current_model_key(config.model, config.models)
-    except UserError as exc:
-        return f"loading the base model: {exc}"
-    if current != config.model_key:
-        return (
-            "loading the base model: its files changed after the sweep was submitted (its "
-            "scores would be stored under the old files' key): submit a new sweep"
-        )
-    return None
+        return {}
+    if config.identity is None:  # stored before identities: the whole key is compared
+        try:
+            same = current_model_key(config.model, config.models, config.load) == config.model_key
+        except UserError as exc:
+            return {None: f"loading the base model: {exc}"}
+        return {} if same else {None: f"loading the base model: {_CHANGED}"}
+    models: dict[str | None, tuple[str, str]] = {None: (config.model, config.identity["weights"])}
+    for name, entry in (config.identity.get("sources") or {}).items():
+        models[name] = (entry["model"], entry["weights"])
+    changed: dict[str | None, str] = {}
+    for name, (spec, weights) in models.items():
+        what = "the base model" if name is None else f"source model {name}"
+        try:
+            if model_fingerprint(spec) != weights:
+                changed[name] = f"loading {what}: {_CHANGED}"
+        except UserError as exc:
+            changed[name] = f"loading {what}: {exc}"
+    return changed
+
+
+#: why a model whose files changed since submission is not evaluated
+_CHANGED = (
+    "its files changed after the sweep was submitted (its scores would be stored under the old "
+    "files' key): submit a new sweep"
+)
 
 
 def run_unit(
@@ -277,14 +294,21 @@ def _evaluate(
     stop: StopCheck,
     report: UnitReport,
 ) -> None:
-    """Load the model (once per process) and run the unit's evals, cheapest first."""
-    changed = _model_changed(unit.config)
-    if changed is not None:
-        unit.failed = dict.fromkeys(unit.plans, changed)
+    """Load the model (once per process, as the sweep's load options say; sweeps stored before
+    load options: ``dtype``) and run the unit's evals, cheapest first."""
+    changed = _changed_models(unit.config)
+    if None in changed:
+        unit.failed = dict.fromkeys(unit.plans, changed[None])
         return
+    for cid, plan in unit.plans.items():  # a changed source model fails the plans naming it
+        why = next((changed[m] for m in plan.models() if m in changed), None)
+        if why is not None:
+            unit.failed[cid] = why
+    unit.sources = {name: spec for name, spec in unit.sources.items() if name not in changed}
     try:
         # the cache keeps a model per version of its files (a sweep's key also covers sources)
-        base = models.get(unit.model, device, dtype, key=model_fingerprint(unit.model))
+        key = model_fingerprint(unit.model)
+        base = models.get(unit.model, device, dtype, key, unit.config.load)
     except Exception as exc:  # the model itself cannot be used: every candidate fails
         log.exception("cannot load %s", unit.model)
         unit.failed = dict.fromkeys(unit.plans, failure("loading the base model", exc))

@@ -11,6 +11,9 @@ parameter and leaf module with the base model, and differ only where the positio
 - every copied module gets fresh hook, parameter and buffer dicts, so hooks registered on a view
   (transformers' output capturing registers some, lazily) never leak into the base model, and
   the copies are marked as not yet hooked so the view installs its own;
+- a module dispatched by accelerate (``device_map``: several GPUs, offload) has its ``forward``
+  bound to itself; each copy's is re-bound to the copy (``worker/hooks.py``), so it runs the copy
+  where its source module lives;
 - the view's config is a copy with ``num_hidden_layers = len(plan)`` (otherwise only the first N
   positions run) and ``layer_types`` remapped by source layer (sliding / full attention follows
   its source layer; stale types crash ``generate``).
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from frankensweep.search.recipes import SCALED
+from frankensweep.worker.hooks import rebind_hooks
 
 if TYPE_CHECKING:
     from frankensweep.search import Plan
@@ -71,6 +75,7 @@ def _shallow(module: nn.Module) -> nn.Module:
             state[name] = OrderedDict()
     # transformers installs output-capturing hooks lazily and marks the model; the copy has none
     state.pop("_output_capturing_hooks_installed", None)
+    rebind_hooks(clone, module)  # accelerate's device hooks run the copy, not ``module``
     return clone
 
 

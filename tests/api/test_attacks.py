@@ -205,7 +205,7 @@ def test_what_is_known_bad_at_submission_is_refused_then(database_url, root, mon
         ),
         "slices of an undeclared model": (
             {"space": {"kind": "explicit", "plans": ["0-4@other,4-8"]}},
-            "a model this sweep does not load",
+            "which the sweep does not declare",
         ),
     }
     with client_for(database_url, root) as c:

@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session
 
 from frankensweep.api.app import create_app
 from frankensweep.core.config import Settings
-from frankensweep.db import Candidate, Result
+from frankensweep.db import Candidate, Result, Sweep
 from frankensweep.evals.corpus import bundled_text
 from frankensweep.evals.perplexity import make_windows, perplexity, tokenize_corpus
+from frankensweep.models import LoadOptions
 from frankensweep.search import Plan, plan_to_recipe, recipe_to_plan
 from frankensweep.strategies.model_based import study_name
 from frankensweep.sweeps.config import current_model_key, model_identity
@@ -106,10 +107,11 @@ def test_an_interleave_of_two_saved_models_runs_through_the_service(database_url
     engine = create_engine(database_url)
     with Session(engine) as s:
         keys = set(s.scalars(select(Result.model)))
+        (load,) = s.scalars(select(Sweep.load_options))
     engine.dispose()
-    sources = {"other": models["other"]}
-    assert keys == {current_model_key(models["base"], sources)}
-    assert keys != {current_model_key(models["base"])}  # the sources are part of the key
+    sources, options = {"other": models["other"]}, LoadOptions.model_validate(load)
+    assert keys == {current_model_key(models["base"], sources, options)}
+    assert keys != {current_model_key(models["base"], None, options)}  # sources are in the key
     assert model_identity(models["base"], sources)["sources"]["other"]["model"] == models["other"]
 
 
@@ -253,7 +255,8 @@ def test_bad_models_and_scales_get_422_naming_the_field_and_store_nothing(databa
 
 
 def test_a_source_model_changed_after_submission_fails_its_candidates_with_why(tmp_path, models):
-    """The worker compares the loaded configs too: the sweep ends, each candidate says why."""
+    """The worker checks each model's files against the submission's fingerprints: the plans
+    naming a source rewritten meanwhile fail and say why; the base model's own plan runs."""
     root = tmp_path / "models"
     base = tiny_model_dir(root / "base", layers=LAYERS)
     other = tiny_model_dir(root / "other", layers=LAYERS, seed=1)
@@ -270,6 +273,6 @@ def test_a_source_model_changed_after_submission_fails_its_candidates_with_why(t
             for c in client.get(f"/api/sweeps/{sweep_id}/leaderboard").json()["rows"]
         ]
     assert [c["status"] for c in failed] == ["failed"]
-    assert failed[0]["error"].startswith("loading the source models: ")
-    assert "source model other (" in failed[0]["error"]
-    assert "vocab_size: 4096 (base model: 8192)" in failed[0]["error"]
+    assert failed[0]["error"].startswith(
+        "loading source model other: its files changed after the sweep was submitted"
+    )

@@ -328,3 +328,46 @@ def test_strategy_form_422s_then_a_halving_sweep_prunes(server, browser, tmp_pat
     expected = "/new: console: Failed to load resource: the server responded with a status of 422"
     assert [e for e in errors if expected not in e] == [], errors
     assert len(errors) == 2, errors  # the two 422s provoked on purpose
+
+
+def test_new_sweep_form_sends_load_options_and_shows_their_422s(server, browser):
+    """The form's Loading part: a cap without device_map auto, a GPU this machine lacks (the
+    API's 422s, next to max_memory), then an nf4 sweep stored with its load options."""
+    context, page, errors = open_page(browser)
+    page.goto(server + "/new")
+    fill_sweep(page, "nf4 in the browser", slice_size="14")
+    page.fill("#load-max-memory", "0=1GiB")
+    page.click("#submit")
+    caps_error = page.locator('.field-error[data-loc="load.max_memory"]')
+    caps_error.wait_for(state="visible")
+    assert "add device_map: auto" in caps_error.inner_text()
+
+    page.select_option("#load-device-map", "auto")
+    page.fill("#load-max-memory", "7=70GiB, cpu=8GiB")
+    page.click("#submit")
+    page.wait_for_function(
+        "document.querySelector('.field-error[data-loc=\"load.max_memory\"]')"
+        ".textContent.includes('GPU 7')"
+    )
+    assert page.url == server + "/new"
+
+    # what the form sends: only the chosen options (the rest: the server's defaults); the
+    # request is answered here, so no sweep is stored and no model loads
+    sent: list[dict] = []
+
+    def answer(route):
+        sent.append(route.request.post_data_json)
+        detail = [{"loc": ["body", "load", "quantization"], "msg": "seen", "type": "test"}]
+        route.fulfill(status=422, json={"detail": detail})
+
+    page.route("**/api/sweeps", answer)
+    page.fill("#load-max-memory", "")
+    page.select_option("#load-device-map", "")
+    page.select_option("#load-quantization", "nf4")
+    page.select_option("#load-dtype", "bfloat16")
+    page.click("#submit")
+    page.locator('.field-error[data-loc="load.quantization"]').wait_for(state="visible")
+    assert sent[-1]["load"] == {"quantization": "nf4", "dtype": "bfloat16"}
+    context.close()
+    expected = "/new: console: Failed to load resource: the server responded with a status of 422"
+    assert [e for e in errors if expected not in e] == [], errors

@@ -45,6 +45,7 @@ def public(session: Session, sweep: Sweep, summary: bool = False) -> SweepPublic
         name=sweep.name,
         model=sweep.model,
         models=sweep.models or {},
+        load=sweep.load_options,
         num_layers=sweep.num_layers,
         status=sweep.status,
         error=sweep.error,

@@ -536,7 +536,34 @@ const FS = (() => {
       kinds.push("preference");
     }
     const strategy = buildStrategy();
-    return { body: { name: value("name"), model: value("model"), space, evals, strategy }, kinds };
+    const body = { name: value("name"), model: value("model"), space, evals, strategy };
+    const load = buildLoad();
+    if (load) body.load = load;
+    return { body, kinds };
+  }
+
+  // -- load options: only what is chosen is sent (the rest: the server's defaults) -------------
+  function buildLoad() {
+    const load = {};
+    const pairs = [
+      ["quantization", "load-quantization"],
+      ["dtype", "load-dtype"],
+      ["device_map", "load-device-map"],
+    ];
+    for (const [field, id] of pairs) {
+      if (value(id) !== "") load[field] = value(id);
+    }
+    const caps = value("load-max-memory");
+    if (caps !== "") {
+      // "0=70GiB,cpu=100GiB" -> {"0": "70GiB", "cpu": "100GiB"}; a malformed item is sent as
+      // is under its own name, so the API's 422 names it
+      load.max_memory = {};
+      for (const item of caps.split(",")) {
+        const [device, ...size] = item.split("=");
+        load.max_memory[device.trim()] = size.join("=").trim();
+      }
+    }
+    return Object.keys(load).length ? load : null;
   }
 
   // -- the strategy part of the form: which fields each kind has, and their defaults -----------
