@@ -30,10 +30,11 @@ def prior(
     from frankensweep.db import make_engine, make_sessionmaker, upgrade
     from frankensweep.evals.corpus import load_corpus
     from frankensweep.evals.prior import PriorSpec
-    from frankensweep.models import read_num_layers
+    from frankensweep.models import load_options, read_num_layers
     from frankensweep.worker.prior import prior_of, stored_prior_of
 
     spec = PriorSpec(corpus=corpus, tokens=tokens, ctx=ctx)
+    load = load_options(dtype=dtype)  # priors are kept apart by dtype, as scores are
     load_corpus(corpus)  # a missing corpus fails before anything loads
     layers = read_num_layers(model)
     url = get_settings().database_url
@@ -41,12 +42,12 @@ def prior(
     engine = make_engine(url)
     try:
         sessions = make_sessionmaker(engine)
-        found = stored_prior_of(sessions, model, layers, spec)
+        found = stored_prior_of(sessions, model, layers, spec, load)
         computed = False
         if found is None:
-            base = load_model(model, device, dtype)
+            base = load_model(model, device, dtype, load)
             with err.status(f"running {tokens} tokens of {corpus} through {layers} layers"):
-                found, computed = prior_of(sessions, base, spec)
+                found, computed = prior_of(sessions, base, spec, load)
     finally:
         engine.dispose()
     summary = found.summary()

@@ -90,7 +90,11 @@ def search_state(
         candidates=states,
         storage_url=_storage_url(session),
         enumerate_points=(lambda: list(points)) if points is not None else config.points,
-        prior=stored_prior(session, config.model, config.num_layers, spec) if spec else None,
+        prior=(
+            stored_prior(session, config.model, config.num_layers, spec, config.load)
+            if spec
+            else None
+        ),
     )
 
 

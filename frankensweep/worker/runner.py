@@ -335,7 +335,7 @@ def _ensure_prior(sessions: sessionmaker[Session], unit: Unit, base: BaseModel) 
     if spec is None or reference not in unit.plans.values():
         return
     try:
-        prior_of(sessions, base, spec)
+        prior_of(sessions, base, spec, unit.config.load)
     except Exception:
         log.exception("sweep %s: the layer prior could not be computed", unit.config.sweep_id)
 

@@ -15,6 +15,7 @@ from frankensweep.db import make_engine, make_sessionmaker, upgrade
 from frankensweep.evals.corpus import load_corpus
 from frankensweep.evals.perplexity import make_windows, tokenize_corpus
 from frankensweep.evals.prior import LayerPrior, PriorSpec, compute_prior, prior_key
+from frankensweep.models import LoadOptions
 from frankensweep.search import Plan
 from frankensweep.testing.models import tiny_model_dir
 from frankensweep.worker.loading import load_base_model
@@ -102,6 +103,24 @@ def test_computed_once_per_model_and_settings_then_read_from_the_database(tiny, 
     assert stored_prior_of(sessions, str(path), 6, other) is None
     tiny_model_dir(copy, layers=6, seed=1)
     assert stored_prior_of(sessions, str(copy), 6, SPEC) is None
+
+
+def test_kept_apart_by_the_load_options_that_change_the_numbers(tiny, tmp_path):
+    """As scores are: a bfloat16 or nf4 prior is never read for a sweep loading the defaults,
+    while placement (device_map) shares it."""
+    path, base = tiny
+    url = f"sqlite:///{tmp_path / 'priors.db'}"
+    upgrade(url)
+    sessions = make_sessionmaker(make_engine(url))
+    prior, computed = prior_of(sessions, base, SPEC, LoadOptions())
+    assert computed
+    assert stored_prior_of(sessions, str(path), 6, SPEC) == prior  # defaults: the plain key
+    assert stored_prior_of(sessions, str(path), 6, SPEC, LoadOptions(device_map="auto")) == prior
+    for other in (LoadOptions(dtype="bfloat16"), LoadOptions(quantization="nf4")):
+        assert stored_prior_of(sessions, str(path), 6, SPEC, other) is None
+    bf16, computed = prior_of(sessions, base, SPEC, LoadOptions(dtype="bfloat16"))
+    assert computed  # stored apart (the numbers here are fp32's: the key is what was asked)
+    assert stored_prior_of(sessions, str(path), 6, SPEC, LoadOptions(dtype="bfloat16")) == bf16
 
 
 @pytest.mark.slow

@@ -195,7 +195,7 @@ def sweep_prior(session, sweep: Sweep) -> LayerPrior | None:
     if spec is None:
         return None
     try:
-        found = stored_prior(session, config.model, config.num_layers, spec)
+        found = stored_prior(session, config.model, config.num_layers, spec, config.load)
     except UserError:  # the model's files are gone: its prior cannot be identified
         return None
     if found is not None:
