@@ -1,20 +1,14 @@
 """Search efficiency: how much evaluation each strategy spends to find the true best plans.
 
-Two spaces of SmolLM2, each with its ground truth (every plan at full fidelity, a grid sweep):
-
-- an overlap space of >= 100 plans, perplexity on the bundled text: grid, halving, random, TPE,
-  CMA-ES and the surrogate;
-- the single-block repeat space (RYS, 465 plans besides the base model), perplexity on 512 tokens
-  of WikiText-2 test, a corpus no strategy setting was tuned on (the surrogate was developed on the
-  same space scored on the bundled text): halving, TPE, the surrogate without and with the layer
-  prior (computed on the bundled text), 5 seeds each. Also the surrogate's rank correlation with
-  the truth on the plans it never evaluated, how far the prior's best block is from the true best,
-  and the surrogate's time per round on a space of 10^6 plans.
+Ground truth first: every plan of a >= 100-plan SmolLM2 overlap space at full fidelity (a grid
+sweep), perplexity on the bundled text. Then grid, halving, random, TPE, CMA-ES and the
+surrogate. The single-block repeat space on WikiText-2 (the surrogate's targets) is the section
+``search_rys`` (``benchmarks/search_rys.py``), which reuses this module's machinery.
 
 Each strategy runs as a sweep through the service's own code (``build_sweep``, ``store_sweep``,
 ``run_unit``, ``advance``) on one database; scores are shared, so only the lower fidelity levels
 of halving cost new compute, and every strategy is *charged* for what it asked, whether or not it
-was stored already. Every ground truth is scored once per run (a fresh database in
+was stored already. The ground truth is scored once per run (a fresh database in
 ``.bench-cache/``, emptied at the start of the run): every figure comes from that one run.
 
 Cost unit: layer-token forwards, i.e. plan positions x scored tokens, summed over the evaluations
@@ -29,13 +23,13 @@ perplexity.
 from __future__ import annotations
 
 import math
-import statistics
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import Section, fmt_seconds, median, smollm2, step
+from benchmarks import Section, median, smollm2, step
 
 SPACE = {"kind": "overlap", "slice_size": [6, 16], "jump": [2, 6], "last_slice": [4, 8, 2]}
 FULL = {"kind": "perplexity", "corpus": "pydoc_data.topics", "tokens": 512, "ctx": 128}
@@ -45,16 +39,6 @@ BUDGET_FRACTION = 0.30  # random / tpe / cmaes budgets: this share of the space'
 CACHE = Path(__file__).resolve().parent.parent / ".bench-cache"
 REGRET_AT = 0.25  # regret reported at this share of the grid's cost
 TARGET = 0.30  # halving or TPE must find the true best within this share of the grid's cost
-
-#: the RYS part: WikiText-2 test from the shared data dir next to the repository (never copied)
-WIKITEXT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wikitext-2"
-RYS_SPACE = {"kind": "rys"}
-RYS_EVAL = {"kind": "perplexity", "corpus": str(WIKITEXT / "test.txt"), "tokens": 512, "ctx": 256}
-RYS_TARGET = 0.10  # the surrogate must find the true best within this share of the grid's cost
-RYS_SEEDS = 4  # of 5 seeds at least
-SPEARMAN_TARGET = 0.9  # held-out rank correlation of the surrogate with the truth (median)
-SURROGATE = {"kind": "surrogate", "budget": 60, "batch": 4}
-ROUND_TARGET = 1.0  # seconds per surrogate round on a space of 10^6 plans
 
 
 @dataclass
@@ -257,9 +241,8 @@ def _overlap(section: Section, bench: Bench, quick: bool) -> None:
     section.summary = (
         f"Search efficiency on SmolLM2-135M-Instruct: ground truth = all {plans} plans of an "
         f"overlap space at full fidelity (perplexity, {spec['tokens']} tokens of "
-        f"pydoc_data.topics, ctx {spec['ctx']}), and all 465 single-block repeat plans by "
-        f"perplexity on {RYS_EVAL['tokens']} tokens of WikiText-2 test (rows 'rys: ...'); each "
-        "strategy charged for what it asked."
+        f"pydoc_data.topics, ctx {spec['ctx']}); each strategy charged for what it asked. "
+        "The surrogate's own targets are in the section search_rys."
     )
     section.settings |= {
         "overlap space": str(SPACE),
@@ -280,186 +263,17 @@ def _overlap(section: Section, bench: Bench, quick: bool) -> None:
     ]
 
 
-def held_out_spearman(bench: Bench, sweep_id: int, true_loss: dict[str, float]) -> float:
-    """Rank correlation of the surrogate's predictions with the truth, on the plans its sweep
-    never evaluated (the model refitted on what the sweep stored, as its last round saw it)."""
-    from scipy.stats import spearmanr
-
-    from frankensweep.db import Sweep
-    from frankensweep.search import Plan
-    from frankensweep.sweeps.config import sweep_config
-    from frankensweep.sweeps.rounds import search_state
-
-    with bench.sessions() as s:
-        sweep = s.get(Sweep, sweep_id)
-        state = search_state(s, sweep, sweep.round + 1)
-        strategy = sweep_config(sweep).strategy
-    seen = {c.plan for c in state.candidates}
-    held = [p for p in true_loss if p not in seen]
-    predicted = strategy.predict(state, [Plan.parse(p) for p in held])  # type: ignore[attr-defined]
-    return float(spearmanr(predicted, [true_loss[p] for p in held]).statistic)
-
-
-def round_seconds(rounds: int = 6) -> tuple[float, int]:
-    """Median seconds of a surrogate round on a space of 10^6 plans (losses made up: positions
-    plus noise), after a first round that imports scikit-learn; and the space's size."""
-    import random
-
-    from frankensweep.core.status import CandidateStatus
-    from frankensweep.evals.registry import PerplexitySpec
-    from frankensweep.strategies import CandidateState, SearchState, full_level, make_strategy
-    from frankensweep.testing.spaces import TwoBlockPoints
-
-    points = TwoBlockPoints()
-    strategy = make_strategy({"kind": "surrogate", "budget": 10**6, "batch": 8, "seed": 0})
-    levels = [full_level([PerplexitySpec()])]
-    candidates: list[CandidateState] = []
-    noise = random.Random(0)
-    seconds = []
-    for number in range(rounds + 2):
-        state = SearchState(1, number, levels, candidates, "", lambda: points)
-        start = time.perf_counter()
-        proposed = strategy.propose(state)
-        seconds.append(time.perf_counter() - start)
-        assert proposed is not None
-        for point, fidelity, _ in proposed.add:
-            loss = len(point.plan) + noise.random()
-            candidates.append(
-                CandidateState(
-                    len(candidates) + 1,
-                    str(point.plan),
-                    point.params,
-                    fidelity,
-                    CandidateStatus.done,
-                    None,
-                    loss,
-                    {0: loss},
-                )
-            )
-    return statistics.median(seconds[2:]), len(points)
-
-
-def _rys(section: Section, bench: Bench, quick: bool) -> None:
-    """The RYS space on WikiText-2: halving, TPE, the surrogate with and without the prior."""
-    from frankensweep.evals.prior import PriorSpec
-    from frankensweep.search import Plan
-
-    if not (WIKITEXT / "test.txt").is_file():
-        section.notes.append(f"rys part not run: WikiText-2 test not found at {WIKITEXT}")
-        return
-    seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
-    evals = [RYS_EVAL]
-
-    def sweep(label: str, strategy: dict) -> Trace:
-        return bench.sweep(f"rys: {label}", RYS_SPACE, evals, strategy)
-
-    truth = sweep("ground truth: grid, every plan at full fidelity", {"kind": "grid"})
-    true_loss = _truth(truth)
-    ranking = sorted(true_loss, key=true_loss.get)  # type: ignore[arg-type]
-    best = ranking[0]
-    grid_cost = truth.cost
-    prior_spec = PriorSpec()
-    prior_cost = 30 * (prior_spec.tokens // prior_spec.ctx * prior_spec.ctx)
-    plans = len(true_loss)
-    budget = SURROGATE["budget"]
-    tpe_budget = round(plans * BUDGET_FRACTION)
-
-    runs: dict[str, list[Trace]] = {}
-    runs["rys: halving (eta 3, 3 rungs; no seed: it screens every plan)"] = [
-        sweep("halving (eta 3, 3 rungs)", {"kind": "halving", "eta": 3, "rungs": 3})
-    ]
-    for label, strategy, extra in (
-        (
-            f"tpe (budget {tpe_budget}, batch 4)",
-            {"kind": "tpe", "budget": tpe_budget, "batch": 4},
-            0.0,
-        ),
-        (f"surrogate (budget {budget}, batch 4)", SURROGATE, 0.0),
-        (f"surrogate + prior (budget {budget}, batch 4)", SURROGATE | {"prior": True}, prior_cost),
-    ):
-        runs[f"rys: {label}"] = [
-            sweep(f"{label}, seed {seed}", strategy | {"seed": seed}).charged(extra)
-            for seed in seeds
-        ]
-    found = _strategy_rows(section, runs, true_loss, grid_cost, RYS_TARGET, RYS_TARGET)
-
-    rhos: dict[str, list[float]] = {}
-    for label, traces in runs.items():
-        if "surrogate" in label:
-            rhos[label] = [held_out_spearman(bench, t.sweep_id, true_loss) for t in traces]
-            section.add(
-                f"{label}: Spearman with the truth on plans never evaluated (median of "
-                f"{len(traces)} seeds)",
-                f"{median(rhos[label]):.3f}; each: {', '.join(f'{r:.3f}' for r in rhos[label])}",
-            )
-    met = [
-        label
-        for label in rhos
-        if sum(share <= RYS_TARGET for share in found[label]) >= min(RYS_SEEDS, len(seeds))
-        and median(rhos[label]) >= SPEARMAN_TARGET
-    ]
-    section.add(
-        f"rys: the surrogate (with or without the prior) finds the true best within "
-        f"{RYS_TARGET:.0%} of the grid's cost in >= {RYS_SEEDS} of 5 seeds, held-out Spearman "
-        f">= {SPEARMAN_TARGET}",
-        "yes: " + "; ".join(met) if met else "no",
-        "yes",
-        bool(met),
-    )
-
-    from frankensweep.worker.prior import stored_prior_of
-
-    prior = stored_prior_of(bench.sessions, bench.model, 30, prior_spec)
-    if prior is not None:
-        i, j = prior.best_block()
-        true_plan = Plan.parse(best)
-        ti, tj = true_plan.slices[1].start, true_plan.slices[0].end
-        scores = {p: prior.score(Plan.parse(p)) for p in true_loss}
-        from scipy.stats import spearmanr
-
-        rank = sorted(scores, key=lambda p: (scores[p], p)).index(best) + 1
-        section.add(
-            "rys: the prior's best block vs the true best block",
-            f"{i}-{j} vs {ti}-{tj}: start {abs(i - ti)}, end {abs(j - tj)} layers apart; "
-            f"the true best ranks {rank} of {plans} by the prior",
-        )
-        rho = spearmanr([scores[p] for p in true_loss], list(true_loss.values())).statistic
-        section.add("rys: Spearman of the prior's score with the truth (all plans)", f"{rho:.3f}")
-
-    seconds, size = round_seconds()
-    section.add(
-        f"surrogate: seconds per round on a space of {size:,} plans (batch 8, pool 2048)",
-        fmt_seconds(seconds),
-        f"<= {ROUND_TARGET:g} s",
-        seconds <= ROUND_TARGET,
-    )
-    section.settings |= {
-        "rys eval": (
-            f"perplexity, {RYS_EVAL['tokens']} tokens of WikiText-2 test, ctx {RYS_EVAL['ctx']}"
-        ),
-        "rys true best": f"{best} (perplexity {true_loss[best]:.3f})",
-        "rys true top-3": ", ".join(f"{p} ({true_loss[p]:.3f})" for p in ranking[:3]),
-        "rys grid cost": f"{grid_cost / 1e6:.2f} M layer-tokens",
-    }
-    section.notes += [
-        f"RYS part: {plans} plans; tpe budget {tpe_budget} plans ({BUDGET_FRACTION:.0%}); "
-        f"surrogate {SURROGATE} (a budget in plans; it is charged only for what it asked); "
-        f"its prior: {prior_spec.tokens} tokens of pydoc_data.topics, charged "
-        f"{prior_cost / grid_cost:.2%} of the grid's cost (one forward pass of the base model).",
-        "Held-out Spearman: the surrogate's model refitted on everything its sweep stored, "
-        "predicting every plan the sweep did not evaluate, against their true perplexity.",
-        "The surrogate's settings were chosen on the same space scored on pydoc_data.topics "
-        "(never on WikiText-2).",
-    ]
-
-
-def run(quick: bool) -> Section:
+@contextmanager
+def open_bench(
+    name: str, quick: bool, roots: tuple[Path, ...] = (), unit_size: int = 8
+) -> Iterator[Bench]:
+    """SmolLM2 loaded once and a fresh database ``.bench-cache/<name>[-quick].db`` for the
+    ground truth and every strategy of one run (scores shared; each strategy charged)."""
     from frankensweep.core.config import Settings
     from frankensweep.db import make_engine, make_sessionmaker, upgrade
     from frankensweep.models import smollm2_path
     from frankensweep.worker.loading import ModelCache
 
-    section = Section(name="search", summary="", quick=quick)
     step("loading SmolLM2-135M-Instruct (GGUF)")
     loaded = smollm2()
     model = str(smollm2_path())
@@ -467,21 +281,24 @@ def run(quick: bool) -> Section:
     models.put(loaded.base, "cpu", "float32")  # the loaded model, shared
 
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / ("search-quick.db" if quick else "search.db")
+    path = CACHE / (f"{name}-quick.db" if quick else f"{name}.db")
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)  # one run, one set of figures: nothing from a past run
     url = f"sqlite:///{path}"
-    # one database for the ground truths and every strategy: scores are shared
     upgrade(url)
     engine = make_engine(url)
-    roots = ":".join(str(p) for p in (Path(model).parent, WIKITEXT, Path.cwd()))
+    paths = ":".join(str(p) for p in (Path(model).parent, *roots, Path.cwd()))
     settings = Settings(
-        database_url=url, device="cpu", dtype="float32", unit_size=8, path_roots=roots
+        database_url=url, device="cpu", dtype="float32", unit_size=unit_size, path_roots=paths
     )
-    bench = Bench(make_sessionmaker(engine), settings, models, model)
     try:
-        _overlap(section, bench, quick)
-        _rys(section, bench, quick)
+        yield Bench(make_sessionmaker(engine), settings, models, model)
     finally:
         engine.dispose()
+
+
+def run(quick: bool) -> Section:
+    section = Section(name="search", summary="", quick=quick)
+    with open_bench("search", quick) as bench:
+        _overlap(section, bench, quick)
     return section
