@@ -10,7 +10,8 @@ The regressor is scikit-learn's ``GaussianProcessRegressor`` (constant x Matern 
 the features, with a white-noise term and a linear term on the prior score when there is one;
 hyperparameters fitted by maximum likelihood each round). It was chosen over a random forest and
 quantile gradient boosting by held-out rank correlation and search cost on a ground truth kept
-apart from the benchmark's (docs/benchmarks.md, section ``search``).
+apart from the benchmark's (SmolLM2's single-block repeat space scored on pydoc_data.topics; the
+benchmark, docs/benchmarks.md section ``search_rys``, scores it on WikiText-2).
 
 Rounds:
 
