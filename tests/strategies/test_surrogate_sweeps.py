@@ -19,6 +19,7 @@ from frankensweep.db.session import make_sessionmaker
 from frankensweep.db.store import claim, pending_candidates
 from frankensweep.evals.prior import PriorSpec
 from frankensweep.search import RysSpace, enumerate_space
+from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.priors import stored_prior
 from frankensweep.sweeps.rounds import advance
 from frankensweep.testing.models import tiny_model_dir
@@ -80,8 +81,10 @@ def test_a_sweep_with_the_prior_waits_for_it_then_follows_it(database_url, tiny)
     assert len({p for _, p, _ in found}) == 12 and {s for _, _, s in found} == {"done"}
     engine = create_engine(database_url)
     with make_sessionmaker(engine)() as s:
-        prior = stored_prior(s, str(tiny), LAYERS, PriorSpec(**PRIOR))
-        assert s.get(Sweep, sweep_id).round == 3
+        sweep = s.get(Sweep, sweep_id)
+        # kept under the sweep's load options (here dtype float32), as its scores are
+        prior = stored_prior(s, str(tiny), LAYERS, PriorSpec(**PRIOR), sweep_config(sweep).load)
+        assert sweep.round == 3
     engine.dispose()
     assert prior is not None and prior.num_layers == LAYERS
     # round 1 is the 8 plans the prior scores best, in its order
