@@ -67,6 +67,7 @@ class Section:
 
     def add(self, metric: str, value: str, target: str = "", ok: bool | None = None) -> None:
         self.rows.append(Row(metric, value, target, ok))
+        step(f"{metric}: {value}" + (f" (target {target})" if target else ""))
 
     @property
     def missed(self) -> list[Row]:

@@ -32,6 +32,7 @@ SECTIONS: dict[str, str] = {
     "eq_bench": "benchmarks.eq_bench",
     "load": "benchmarks.load",
     "search": "benchmarks.search",
+    "search_rys": "benchmarks.search_rys",
     "export": "benchmarks.export",
     "eta": "benchmarks.eta",
 }

@@ -1,14 +1,15 @@
 """The ``frankensweep`` command line (Typer + Rich).
 
 ``local`` holds the commands that work on a model directly (plans, eval, export, convert);
-``service`` those of the service (serve, worker, migrate, submit, leaderboard, demo).
+``service`` those of the service (serve, worker, migrate, submit, leaderboard, demo); ``prior``
+the layer prior of a model.
 """
 
 from __future__ import annotations
 
 import sys
 
-from frankensweep.cli import local, service  # noqa: F401  (they register their commands)
+from frankensweep.cli import local, prior, service  # noqa: F401  (they register commands)
 from frankensweep.cli.app import app, err
 from frankensweep.core.errors import UserError
 

@@ -142,10 +142,13 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Show progress until the sweep ends.")] = True,
     strategy: Annotated[
         str | None,
-        typer.Option(help="grid, random, halving, tpe or cmaes (overrides the file's strategy)."),
+        typer.Option(
+            help="grid, random, halving, tpe, cmaes or surrogate (overrides the file's strategy)."
+        ),
     ] = None,
     budget: Annotated[
-        int | None, typer.Option(help="Plans the strategy may evaluate (random, tpe, cmaes).")
+        int | None,
+        typer.Option(help="Plans the strategy may evaluate (random, tpe, cmaes, surrogate)."),
     ] = None,
 ) -> None:
     """Submit a sweep; print its id, then a progress bar until it is done."""

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "PrefixStats",
+    "decoder_layers",
     "prefix_order",
     "shared_perplexities",
     "tree_nodes",
@@ -148,7 +149,8 @@ def _schedule(plans: Sequence[Plan]) -> tuple[list[_Step], int]:
     return steps, count
 
 
-def _decoder_layers(model: nn.Module) -> nn.ModuleList:
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder stack of a ``*ForCausalLM`` (``model.model.layers``): base models and views."""
     layers = getattr(getattr(model, "model", None), "layers", None)
     if not isinstance(layers, nn.ModuleList):
         raise TypeError(f"{type(model).__name__} has no decoder stack at .model.layers")
@@ -267,7 +269,7 @@ def shared_perplexities(
         raise ValueError(f"memory_budget must be >= 0 bytes, got {memory_budget}")
     plans = list(dict.fromkeys(plans))
     steps, nodes = _schedule(plans)
-    base_layers = {id(layer) for layer in _decoder_layers(base)}
+    base_layers = {id(layer) for layer in decoder_layers(base)}
     device = next(base.parameters()).device
     totals = dict.fromkeys(plans, 0.0)
     walk = _Walk(memory_budget)
@@ -277,7 +279,7 @@ def shared_perplexities(
         batches += 1
         for step in steps:
             view = make_view(step.plans[0])
-            layers = list(_decoder_layers(view))
+            layers = list(decoder_layers(view))
             if len(layers) != len(step.nodes) or any(id(x) in base_layers for x in layers):
                 raise ValueError(
                     "make_view must return a fresh view with one layer object of its own per "

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from frankensweep.core.errors import UserError
@@ -66,8 +66,29 @@ class PreferenceSpec(_Spec):
     chat: bool = False
 
 
+class ProbeSpec(_Spec):
+    """Multi-digit arithmetic from a seed, partial credit per digit (see ``evals/probe.py``)."""
+
+    kind: Literal["probe"] = "probe"
+    questions: int = Field(16, ge=1, le=1024, description="questions asked (the first N)")
+    digits: int = Field(3, ge=1, le=12, description="digits of every operand")
+    operations: tuple[Literal["+", "-", "*"], ...] = Field(
+        ("+", "-", "*"), min_length=1, description="operations drawn from, each named once"
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_gen_toks: int = Field(16, ge=1, le=256, description="new tokens per answer at most")
+    chat: bool = Field(True, description="ask through the tokenizer's chat template")
+
+    @field_validator("operations")
+    @classmethod
+    def _each_once(cls, operations: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(operations)) != len(operations):
+            raise ValueError(f"{list(operations)} names an operation twice: name each once")
+        return operations
+
+
 #: any eval's settings
-AnyEvalSpec = PerplexitySpec | EqBenchSpec | PreferenceSpec
+AnyEvalSpec = PerplexitySpec | EqBenchSpec | PreferenceSpec | ProbeSpec
 #: the same, as a request field: the ``kind`` picks the model
 EvalSpec = Annotated[AnyEvalSpec, Field(discriminator="kind")]
 _EVAL_SPEC: TypeAdapter = TypeAdapter(EvalSpec)
@@ -337,8 +358,54 @@ class PreferenceEval(Eval[PreferenceSpec]):
         return outcomes
 
 
+class ProbeEval(Eval[ProbeSpec]):
+    kind = "probe"
+    spec = ProbeSpec
+    cost = 3.0
+    metric = "probe"
+    higher_is_better = True
+
+    def _questions(self, spec: ProbeSpec):
+        from frankensweep.evals.probe import make_questions
+
+        return make_questions(spec.questions, spec.digits, spec.operations, spec.seed)
+
+    def digest(self, spec: ProbeSpec) -> str:
+        """The questions themselves: a change of the generator never reuses old scores."""
+        questions = [(q.a, q.op, q.b) for q in self._questions(spec)]
+        return _text_digest(json.dumps(questions))
+
+    def units(self, spec: ProbeSpec) -> int:
+        return spec.questions
+
+    def run(self, spec: ProbeSpec, plans, ctx: EvalContext) -> dict[Plan, Outcome]:
+        import time
+
+        from frankensweep.evals.probe import generate_answers, prompts, score
+
+        questions = self._questions(spec)
+        key = f"probe:{eval_key(spec)}"
+        if key not in ctx.cache:
+            ctx.cache[key] = prompts(ctx.tokenizer, questions, spec.chat)
+        outcomes = {}
+        for plan in plans:
+            start = time.perf_counter()
+            answers = generate_answers(
+                ctx.make_view(plan), ctx.tokenizer, ctx.cache[key], spec.max_gen_toks
+            )
+            result = score(questions, answers)
+            outcomes[plan] = Outcome(
+                metrics={"probe": result.probe, "exact": result.exact},
+                details={"items": [item.__dict__ for item in result.items]},
+                seconds=time.perf_counter() - start,
+            )
+            if ctx.progress:
+                ctx.progress(spec.questions)
+        return outcomes
+
+
 REGISTRY: dict[str, Eval[Any]] = {
-    e.kind: e for e in (PerplexityEval(), EqBenchEval(), PreferenceEval())
+    e.kind: e for e in (PerplexityEval(), EqBenchEval(), PreferenceEval(), ProbeEval())
 }
 
 

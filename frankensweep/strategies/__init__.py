@@ -1,9 +1,10 @@
 """Search strategies: which plans a sweep evaluates, at which fidelity, round by round.
 
 ``grid`` (every plan), ``random`` (a budget of plans), ``halving`` (successive halving over
-fidelity levels) and ``tpe`` / ``cmaes`` (Optuna ask/tell); ``fidelity.py`` defines the cheaper
-levels. A strategy only proposes: it sees a :class:`SearchState` and returns a :class:`RoundPlan`;
-``frankensweep.sweeps.rounds`` stores what it proposes.
+fidelity levels), ``tpe`` / ``cmaes`` (Optuna ask/tell) and ``surrogate`` (a Gaussian process
+over plan structure, optionally guided by the base model's layer prior); ``fidelity.py`` defines
+the cheaper levels. A strategy only proposes: it sees a :class:`SearchState` and returns a
+:class:`RoundPlan`; ``frankensweep.sweeps.rounds`` stores what it proposes.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ from frankensweep.strategies.grid import Grid, GridSpec
 from frankensweep.strategies.halving import Halving, HalvingSpec
 from frankensweep.strategies.model_based import Cmaes, CmaesSpec, Tpe, TpeSpec
 from frankensweep.strategies.random_search import RandomSearch, RandomSpec
+from frankensweep.strategies.surrogate import Surrogate, SurrogateSpec
 
 StrategySpec = Annotated[
-    GridSpec | RandomSpec | HalvingSpec | TpeSpec | CmaesSpec, Field(discriminator="kind")
+    GridSpec | RandomSpec | HalvingSpec | TpeSpec | CmaesSpec | SurrogateSpec,
+    Field(discriminator="kind"),
 ]
 _SPEC: TypeAdapter = TypeAdapter(StrategySpec)
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.kind: cls for cls in (Grid, RandomSearch, Halving, Tpe, Cmaes)
+    cls.kind: cls for cls in (Grid, RandomSearch, Halving, Tpe, Cmaes, Surrogate)
 }
 
 
@@ -65,6 +68,8 @@ __all__ = [
     "Strategy",
     "StrategyError",
     "StrategySpec",
+    "Surrogate",
+    "SurrogateSpec",
     "Tpe",
     "TpeSpec",
     "full_level",

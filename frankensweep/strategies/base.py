@@ -3,7 +3,9 @@
 A sweep is evaluated in *rounds*. Before each round the strategy sees every candidate so far
 (its fidelity level, status and score there) and proposes the next round: new plans to add,
 candidates to promote to a higher fidelity, candidates to prune (with the reason), and whether
-this round is its last. Rounds are derived from what is stored, so they survive restarts.
+this round is its last. Rounds are derived from what is stored, so they survive restarts. A
+strategy may ask for the base model's layer prior (``evals/prior.py``): workers compute it with
+the reference and it is then part of the state.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from frankensweep.core.errors import UserError
+from frankensweep.evals.prior import LayerPrior, PriorSpec
 from frankensweep.search import SpacePoint
 from frankensweep.strategies.fidelity import Level, full_level
 
@@ -34,6 +37,8 @@ class CandidateState:
     status: str
     trial: int | None
     loss: float | None  # ranking metric at its fidelity level, lower is better; None: no score
+    # the ranking loss at every level it has a score for, its own and those below (level -> loss)
+    losses: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,6 +52,7 @@ class SearchState:
     storage_url: str  # the sweep's database (Optuna keeps its studies there)
     enumerate_points: Callable[[], list[SpacePoint]]
     finished: bool = False  # the last round is over: no round is being proposed anywhere
+    prior: LayerPrior | None = None  # the base model's layer prior, if the strategy asks for one
 
     @cached_property
     def points(self) -> list[SpacePoint]:
@@ -66,9 +72,12 @@ class RoundPlan:
     promote: dict[int, int] = field(default_factory=dict)  # candidate id -> new fidelity
     prune: dict[int, str] = field(default_factory=dict)  # candidate id -> why
     last: bool = False
+    # round 0 only: nothing to add yet, but the search goes on once the reference is evaluated
+    # (its worker computes what the strategy waits for: the layer prior)
+    wait: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.add or self.promote)
+        return bool(self.add or self.promote or self.wait)
 
 
 class Strategy(ABC):
@@ -78,6 +87,11 @@ class Strategy(ABC):
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec
+
+    @property
+    def prior(self) -> PriorSpec | None:
+        """The layer prior it uses (workers compute and store it with the reference), if any."""
+        return None
 
     def levels(self, evals: Sequence) -> list[Level]:
         """Fidelity levels of this sweep, cheapest first; the top one is the full evals."""

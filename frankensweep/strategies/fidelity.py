@@ -2,7 +2,8 @@
 
 A *ladder* is a list of levels, cheapest first; the top level is the sweep's own evals (full
 fidelity). Lower levels run only the *screen* eval (the first of the sweep's evals that can be
-scaled: perplexity by tokens, EQ-Bench by question count when it has a limit) at a fraction
+scaled: perplexity by tokens, EQ-Bench by question count when it has a limit, the probe by
+question count, its first questions) at a fraction
 ``eta ** -(distance from the top)`` of its size. Each level ranks plans by one eval's metric.
 
 Perplexity, exactly: a level scores ``t = floor(tokens * fraction)`` tokens (at least 2) of the
@@ -26,6 +27,7 @@ from frankensweep.evals.registry import (
     AnyEvalSpec,
     EqBenchSpec,
     PerplexitySpec,
+    ProbeSpec,
     eval_key,
 )
 
@@ -73,6 +75,8 @@ def scaled(spec: AnyEvalSpec, fraction: float) -> AnyEvalSpec | None:
         return spec.model_copy(update={"tokens": tokens // ctx * ctx, "ctx": ctx})
     if isinstance(spec, EqBenchSpec) and spec.limit is not None:
         return spec.model_copy(update={"limit": max(1, math.ceil(spec.limit * fraction))})
+    if isinstance(spec, ProbeSpec):
+        return spec.model_copy(update={"questions": max(1, math.ceil(spec.questions * fraction))})
     return None
 
 
@@ -81,6 +85,8 @@ def describe(spec: AnyEvalSpec) -> str:
         return f"perplexity on {spec.tokens} tokens"
     if isinstance(spec, EqBenchSpec):
         return f"EQ-Bench on {spec.limit or 'all'} questions"
+    if isinstance(spec, ProbeSpec):
+        return f"probe on {spec.questions} questions"
     return spec.kind
 
 
@@ -111,8 +117,8 @@ def ladder(evals: Sequence[AnyEvalSpec], rungs: int, eta: int) -> list[Level]:
     screen = next((s for s in evals if scaled(s, 0.5) is not None), None)
     if screen is None:
         raise FidelityError(
-            "halving screens plans with a cheaper eval: add a perplexity eval, or give the "
-            "eq_bench eval a limit"
+            "halving screens plans with a cheaper eval: add a perplexity eval (or a probe), or "
+            "give the eq_bench eval a limit"
         )
     levels = []
     for r in range(rungs - 1):

@@ -6,7 +6,10 @@ has no pending or running candidate. A sweep is done only once ``advance`` finds
 has nothing more to propose (after the strategy has seen every result: an Optuna study is
 complete when its sweep is). The strategy proposes the next round outside any write
 transaction (Optuna writes to the same database), then the round is stored in one transaction
-guarded by compare-and-set on ``sweeps.round``, so concurrent callers store it once.
+guarded by compare-and-set on ``sweeps.round``, so concurrent callers store it once. A first
+round may add nothing and wait (``RoundPlan.wait``): the reference, stored with every sweep, is
+then the round, and the next round is proposed once it is evaluated; a later round that adds and
+promotes nothing ends the search.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from frankensweep.db.store import results_for, rowcount, status_counts
 from frankensweep.search import SpacePoint
 from frankensweep.strategies import CandidateState, RoundPlan, SearchState
 from frankensweep.sweeps.config import sweep_config
+from frankensweep.sweeps.priors import stored_prior
 from frankensweep.sweeps.status import FINAL_SWEEP, refresh_sweep, round_label
 
 __all__ = ["advance", "begin", "forget", "search_state"]
@@ -59,8 +63,13 @@ def search_state(
     )
     states = []
     for c in candidates:
-        level = levels[config.level_of(c.fidelity)]
-        result = stored.get((c.digest, level.rank_key))
+        reached = config.level_of(c.fidelity)
+        losses = {}
+        for number, level in enumerate(levels[: reached + 1]):
+            result = stored.get((c.digest, level.rank_key))
+            loss = level.loss(result.metrics) if result else None
+            if loss is not None:
+                losses[number] = loss
         states.append(
             CandidateState(
                 id=c.id,
@@ -69,9 +78,11 @@ def search_state(
                 fidelity=c.fidelity or 0,
                 status=c.status,
                 trial=c.trial,
-                loss=level.loss(result.metrics) if result else None,
+                loss=losses.get(reached),
+                losses=losses,
             )
         )
+    spec = config.strategy.prior
     return SearchState(
         sweep_id=sweep.id,
         round=round,
@@ -79,6 +90,11 @@ def search_state(
         candidates=states,
         storage_url=_storage_url(session),
         enumerate_points=(lambda: list(points)) if points is not None else config.points,
+        prior=(
+            stored_prior(session, config.model, config.num_layers, spec, config.load)
+            if spec
+            else None
+        ),
     )
 
 
@@ -156,6 +172,9 @@ def advance(sessions: sessionmaker[Session], sweep_id: int) -> list[int] | None:
         if not sweep.search_finished:
             strategy.observe(state)
             plan = strategy.propose(state)
+        if plan is not None and not (plan.add or plan.promote):  # waiting: round 0 only
+            log.warning("sweep %s: round %d proposes nothing: the search ends", sweep_id, current)
+            plan = None
         if not plan:  # the search is over: the strategy sees all of it, then the sweep is done
             state.finished = True
             strategy.observe(state)

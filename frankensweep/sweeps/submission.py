@@ -5,9 +5,9 @@ names lie under the path roots, the load options (``models/load.py``), the model
 its config), the source models (their configs match the base model's architecture, depth and
 vocabulary), the space (parsed, under the enumeration cap, non-empty after its filters, naming
 only declared models), the strategy (its plan count under the per-sweep cap, its fidelity
-ladder), the evals (their data found, their sizes under the caps). Each failure is a
-:class:`SubmissionError` naming the field. :func:`store_sweep` then stores the sweep and its
-strategy's first round, whole or not at all.
+ladder, the corpus of its layer prior), the evals (their data found, their sizes under the caps).
+Each failure is a :class:`SubmissionError` naming the field. :func:`store_sweep` then stores the
+sweep and its strategy's first round, whole or not at all.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from frankensweep.core.errors import UserError
 from frankensweep.core.paths import PathRefused, check_file_or_hub
 from frankensweep.db import Candidate, Sweep
 from frankensweep.db.store import active_sweeps, write_lock
-from frankensweep.evals.corpus import is_bundled
+from frankensweep.evals.corpus import CorpusError, is_bundled, load_corpus
+from frankensweep.evals.prior import PriorSpec
 from frankensweep.evals.registry import (
     AnyEvalSpec,
     EqBenchSpec,
@@ -106,6 +107,33 @@ def _named_files(payload: SweepCreate) -> Iterator[tuple[Loc, str, str, bool, tu
             yield ("body", "evals", i, "questions"), spec.questions, "questions", True, (".json",)
         elif isinstance(spec, PreferenceSpec) and isinstance(spec.prompts, str):
             yield ("body", "evals", i, "prompts"), spec.prompts, "prompts file", False, ()
+    prior = _prior(payload)
+    if prior is not None and not is_bundled(prior.corpus):
+        yield ("body", "strategy", "prior", "corpus"), prior.corpus, "corpus", False, ()
+
+
+def _prior(payload: SweepCreate) -> PriorSpec | None:
+    """The layer prior the submitted strategy asks for, if any."""
+    prior = getattr(payload.strategy, "prior", None)
+    return prior if isinstance(prior, PriorSpec) else None
+
+
+def check_prior(payload: SweepCreate) -> None:
+    """The layer prior's corpus can be read and gives at least one window."""
+    prior = _prior(payload)
+    if prior is None:
+        return
+    loc: Loc = ("body", "strategy", "prior")
+    if prior.tokens < prior.ctx:
+        raise SubmissionError(
+            (*loc, "tokens"),
+            f"{prior.tokens} tokens is less than one window of ctx={prior.ctx}: raise tokens or "
+            "lower ctx",
+        )
+    try:
+        load_corpus(prior.corpus)
+    except CorpusError as exc:
+        raise SubmissionError((*loc, "corpus"), str(exc)) from None
 
 
 def check_paths(payload: SweepCreate, settings: Settings) -> None:
@@ -447,6 +475,7 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     stored = check_strategy_size(strategy, result.kept, settings)
     evals = fingerprint_evals(payload, model, settings)
     check_strategy(strategy, payload, space, result.kept)
+    check_prior(payload)
     sweep = _new_sweep(payload, load, model, space, filters, evals, strategy)
     base = Plan.base(model.num_layers).positions()
     points = [p for p in result.points if p.plan.positions() != base]

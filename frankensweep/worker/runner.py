@@ -32,6 +32,7 @@ from frankensweep.strategies.fidelity import describe
 from frankensweep.sweeps.config import SweepConfig, current_model_key, sweep_config
 from frankensweep.sweeps.status import finish_claimed, refresh_sweep
 from frankensweep.worker.loading import MODELS, BaseModel, ModelCache, load_sources
+from frankensweep.worker.prior import prior_of
 from frankensweep.worker.views import build_view, decoder_stack
 
 __all__ = [
@@ -334,11 +335,25 @@ def _evaluate(
         progress=progress,
         memory_budget=memory_budget,
     )
+    _ensure_prior(sessions, unit, base)
     for spec, group in unit.work:
         stop.now()
         if activity is not None:
             activity(f"{describe(spec)}: {len(group)} plans")
         _run_eval(sessions, unit, spec, group, ctx, report, stop.claimant)
+
+
+def _ensure_prior(sessions: sessionmaker[Session], unit: Unit, base: BaseModel) -> None:
+    """With the reference, the layer prior the sweep's strategy asks for (computed once per
+    model); a failure is logged and the strategy goes on without it."""
+    spec = unit.config.strategy.prior
+    reference = Plan.base(unit.config.num_layers)
+    if spec is None or reference not in unit.plans.values():
+        return
+    try:
+        prior_of(sessions, base, spec, unit.config.load)
+    except Exception:
+        log.exception("sweep %s: the layer prior could not be computed", unit.config.sweep_id)
 
 
 def _load_sources(

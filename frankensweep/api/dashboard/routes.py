@@ -11,7 +11,7 @@ import csv
 import io
 import itertools
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -26,13 +26,16 @@ from frankensweep import __version__
 from frankensweep.api.deps import MAX_ID, RowId, SessionDep, SettingsDep
 from frankensweep.api.routes.sweeps import public, space_summary
 from frankensweep.core.config import Settings
+from frankensweep.core.errors import UserError
 from frankensweep.db import FINISHED_SWEEP, Candidate, Sweep
 from frankensweep.db.store import results_for
+from frankensweep.evals.prior import LayerPrior
 from frankensweep.evals.registry import eval_key
 from frankensweep.search import Plan
 from frankensweep.search.plans import format_scale
 from frankensweep.sweeps.config import sweep_config
 from frankensweep.sweeps.leaderboard import candidate_scores, leaderboard
+from frankensweep.sweeps.priors import stored_prior
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -128,6 +131,80 @@ def plan_picture(plan: str, num_layers: int, scale: int = 3, height: int = 36) -
         "runs": runs,
         "cuts": "".join(cuts),
     }
+
+
+def prior_picture(prior: LayerPrior, width: int = 14, height: int = 120) -> dict[str, Any]:
+    """What the layer-prior picture shows (the ``_prior.html`` macro draws it).
+
+    One bar per layer, its height how much the layer changes its input (clipped at three times
+    the median, a clipped bar marked ``clipped``), a line through the cosine similarity of each
+    layer's output with the next one's (0 at the bottom, 1 at the top), and the block the prior
+    predicts best to repeat shaded. Each bar's tooltip gives its figures.
+    """
+    summary = prior.summary()
+    change, near = summary["change"], summary["neighbour"]
+    top = 3 * sorted(change)[len(change) // 2] or 1.0
+    usable = height - 14
+    bars = []
+    for layer, value in enumerate(change):
+        h = max(1.0, min(value, top) / top * usable)
+        title = f"layer {layer}: changes its input by {value:.3f} (relative)"
+        if layer < len(near):
+            title += f"; output {near[layer]:.3f} alike the next layer's"
+        bars.append(
+            {
+                "x": layer * width + 1,
+                "y": round(height - h, 1),
+                "w": width - 2,
+                "h": round(h, 1),
+                "cls": "clipped" if value > top else "layer",
+                "title": title,
+            }
+        )
+    points = " ".join(
+        f"{(layer + 1) * width:.0f},{height - max(0.0, value) * usable:.1f}"
+        for layer, value in enumerate(near)
+    )
+    i, j = summary["best_block"]
+    return {
+        "label": f"layer prior: {len(change)} layers, best repeated block {i}-{j}",
+        "width": len(change) * width,
+        "height": height,
+        "bars": bars,
+        "line": points,
+        "best": {"x": i * width, "w": (j - i) * width, "title": f"best block to repeat: {i}-{j}"},
+        "best_block": f"{i}-{j}",
+        "best_layer": summary["best_layer"],
+        "tokens": summary["tokens"],
+    }
+
+
+#: stored priors by sweep (id, creation time, model: as ``sweep_config`` keys its cache), the
+#: most recently shown kept; a stored prior never changes
+_priors: OrderedDict[tuple, LayerPrior] = OrderedDict()
+_PRIORS_KEPT = 64
+
+
+def sweep_prior(session, sweep: Sweep) -> LayerPrior | None:
+    """The layer prior of a sweep whose strategy uses one, once its worker stored it."""
+    key = (sweep.id, sweep.created_at, sweep.model)
+    found = _priors.get(key)
+    if found is not None:
+        _priors.move_to_end(key)
+        return found
+    config = sweep_config(sweep)
+    spec = config.strategy.prior
+    if spec is None:
+        return None
+    try:
+        found = stored_prior(session, config.model, config.num_layers, spec, config.load)
+    except UserError:  # the model's files are gone: its prior cannot be identified
+        return None
+    if found is not None:
+        _priors[key] = found
+        while len(_priors) > _PRIORS_KEPT:
+            _priors.popitem(last=False)
+    return found
 
 
 def strategy_text(strategy: dict[str, Any]) -> str:
@@ -227,6 +304,7 @@ def sweep_view(session, sweep: Sweep, settings: Settings, page: int = 1) -> dict
         "param_names": param_names,
         "chart": chart,
         "running": info.status not in FINISHED_SWEEP,
+        "prior": prior_picture(prior) if (prior := sweep_prior(session, sweep)) else None,
     }
 
 
