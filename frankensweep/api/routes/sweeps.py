@@ -46,6 +46,7 @@ def public(session: Session, sweep: Sweep, summary: bool = False) -> SweepPublic
         model=sweep.model,
         models=sweep.models or {},
         load=sweep.load_options,
+        memory=sweep.memory,
         num_layers=sweep.num_layers,
         status=sweep.status,
         error=sweep.error,
