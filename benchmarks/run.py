@@ -33,6 +33,7 @@ SECTIONS: dict[str, str] = {
     "load": "benchmarks.load",
     "search": "benchmarks.search",
     "export": "benchmarks.export",
+    "memory": "benchmarks.memory",
 }
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -388,8 +388,8 @@ def check_memory(
     settings: Settings,
 ) -> SweepMemory:
     """The planner's estimate for the sweep's deepest plan, refused over the worker memory
-    (the field named: ``load`` when the weights or their loading dominate, else the eval that
-    reaches the peak)."""
+    (the field named: ``load.quantization`` when the weights and their loading alone do not
+    fit, else the eval that reaches the peak)."""
     deepest = max([Plan.base(num_layers), *(p.plan for p in result.points)], key=len)
     try:
         memory = sweep_memory(payload.model, load, evals, deepest, settings, payload.models)
@@ -401,10 +401,9 @@ def check_memory(
         return memory
     found = memory.estimate
     loc: Loc = ("body", "load", "quantization")
-    if found.largest(1)[0][0] not in ("weights", "loading"):
-        kinds = [spec.kind for spec in evals]
-        if found.peak in kinds:
-            loc = ("body", "evals", kinds.index(found.peak))
+    kinds = [spec.kind for spec in evals]
+    if found.parts["weights"] + found.parts["loading"] <= memory.limit and found.peak in kinds:
+        loc = ("body", "evals", kinds.index(found.peak))
     raise SubmissionError(loc, refusal(found, memory.limit, memory.deepest))
 
 
