@@ -41,7 +41,8 @@ class SweepPublic(BaseModel):
     memory: dict[str, Any] | None = Field(
         description="the memory planner's estimate of a worker's peak at submission: "
         "estimate_bytes, limit_bytes (FRANKENSWEEP_WORKER_MEMORY), peak, parts "
-        "(weights, loading, kv_cache, prefix_states, logits, activations), deepest_positions, "
+        "(weights, loading, kv_cache, prefix_states, logits, activations: those of the peak), "
+        "workloads (each eval's runtime bytes), deepest_positions, "
         "device, dtype, eq_bench_batch (null: stored before the planner)"
     )
     num_layers: int

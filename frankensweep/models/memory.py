@@ -108,11 +108,12 @@ class MemoryEstimate:
         return [(name, size) for name, size in parts if size > 0][:count]
 
     def to_json(self, limit: int | None = None) -> dict[str, Any]:
-        """``{estimate_bytes, limit_bytes, peak, parts}`` as the API answers it."""
+        """``{estimate_bytes, limit_bytes, peak, parts, workloads}`` as the API answers it."""
         data: dict[str, Any] = {"estimate_bytes": self.total}
         if limit is not None:
             data["limit_bytes"] = limit
-        return {**data, "peak": self.peak, "parts": dict(self.parts)}
+        parts, workloads = dict(self.parts), dict(self.workloads)
+        return {**data, "peak": self.peak, "parts": parts, "workloads": workloads}
 
 
 def _dtype_bytes(dtype: str) -> int:

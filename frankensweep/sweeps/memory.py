@@ -4,7 +4,8 @@ A sweep's peak is its model (and each source model) loaded with the sweep's load
 the heaviest of its evals on its deepest plan: EQ-Bench as one batched generation of its longest
 prompt (tokenized with the model's tokenizer and chat template, as lm-eval sends it) and
 ``max_gen_toks`` new tokens, perplexity as one window batch of ``ctx`` tokens with the prefix
-states ``FRANKENSWEEP_PREFIX_MEMORY_BUDGET`` allows. It is estimated at submission, compared
+states ``FRANKENSWEEP_PREFIX_MEMORY_BUDGET`` allows, preference as one forward of all its
+(prompt, continuation) rows. It is estimated at submission, compared
 with ``FRANKENSWEEP_WORKER_MEMORY`` and stored with the sweep (``Sweep.memory``).
 """
 
@@ -16,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from frankensweep.core.config import Settings
-from frankensweep.evals.registry import AnyEvalSpec, EqBenchSpec, PerplexitySpec
+from frankensweep.evals.registry import AnyEvalSpec, EqBenchSpec, PerplexitySpec, PreferenceSpec
 from frankensweep.models import LoadOptions, read_config, read_tokenizer
 from frankensweep.models.memory import (
     Generation,
@@ -99,6 +100,12 @@ def _workloads(
                 auto.append((spec, prompt, questions))
                 batch = 1  # auto picks the largest batch that fits: at least one
             work.append(Generation(batch, prompt, spec.max_gen_toks))
+        elif isinstance(spec, PreferenceSpec):  # every row in one forward, no prefix states
+            from frankensweep.evals.preference import load_prompts, prepare
+
+            rows = prepare(read_tokenizer(model), load_prompts(spec.prompts), spec.chat)
+            batch, width = rows.input_ids.shape
+            work.append(Windows(int(batch), int(width), 0, name="preference"))
     return work, auto
 
 

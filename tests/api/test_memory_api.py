@@ -151,3 +151,29 @@ def test_eval_refuses_plans_that_cannot_fit_with_one_error_line(tiny):
     assert "its deepest plan has 16 positions" in lines[0]
     assert "over the worker memory of 977 KiB" in lines[0]
     assert proc.stdout == ""
+
+
+def test_every_eval_kind_is_planned_on_the_deepest_plan(tiny, shared_data):
+    """EQ-Bench: its longest prompt in the model's tokens (the tiny byte-level tokenizer has no
+    chat template: one token a byte) and max_gen_toks; preference: all its rows in one forward."""
+    from frankensweep.evals.eq_bench import load_questions
+    from frankensweep.models import read_config
+    from frankensweep.models.memory import Generation, Windows, estimate
+
+    questions = shared_data / "eq-bench" / "eq_bench_v2_questions_171.json"
+    prompts = [{"prompt": "ab", "wanted": ["cd"], "unwanted": ["efg", "h"]}]
+    evals = [
+        parse_eval(PPL),
+        parse_eval({"kind": "eq_bench", "questions": str(questions), "limit": 3}),
+        parse_eval({"kind": "preference", "prompts": prompts}),
+    ]
+    settings = Settings(worker_memory="1GiB")
+    found = sweep_memory(str(tiny), LoadOptions(), evals, Plan.parse(DEEP), settings)
+    longest = max(len(r["prompt"].encode()) for r in load_questions(questions, 3))
+    config, layers = read_config(str(tiny)), Plan.parse(DEEP).layers()
+    budget = settings.prefix_memory_budget
+    work = [Windows(1, 64, budget), Generation(1, longest, 80), Windows(3, 5, 0, "preference")]
+    expected = estimate(config, "none", "float32", layers, work)
+    assert found.estimate == expected
+    assert set(found.estimate.workloads) == {"perplexity", "eq_bench", "preference"}
+    assert found.eq_batch == 1 and found.deepest == 16
