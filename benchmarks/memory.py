@@ -34,7 +34,6 @@ import json, os, sys
 os.environ["TQDM_DISABLE"] = "1"
 import torch, transformers, lm_eval  # what a worker has imported before it loads a model
 transformers.utils.logging.set_verbosity_error()
-from benchmarks import rss_bytes
 from benchmarks.sweep import PeakRss
 from frankensweep.evals.eq_bench import load_questions
 from frankensweep.models import LoadOptions, smollm2_path
@@ -47,22 +46,23 @@ quantization, plan_text, questions, new_tokens = sys.argv[1:5]
 cuda = torch.cuda.is_available()
 device = "cuda" if cuda else "cpu"
 prompts = [r["prompt"] for r in load_questions(questions)]
-with PeakRss() as whole:
+with PeakRss() as load:  # PeakRss resets the kernel's high-water mark: never nest two
     base = load_base_model(
         str(smollm2_path()), device=device, load=LoadOptions(quantization=quantization)
     )
-    loaded = rss_bytes() - whole.start
     tokenizer, plan = base.tokenizer, Plan.parse(plan_text)
     model = build_view(base.model, plan) if len(plan) != base.num_layers else base.model
-    count = lambda p: longest_prompt(tokenizer, [p])  # as lm-eval sends it (the planner's count)
-    turn = [{"role": "user", "content": max(prompts, key=count)}]
-    text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(base.device)
-    with PeakRss() as generation, torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=int(new_tokens), min_new_tokens=int(new_tokens),
-                             do_sample=False, return_dict_in_generate=True)
+count = lambda p: longest_prompt(tokenizer, [p])  # as lm-eval sends it (the planner's count)
+turn = [{"role": "user", "content": max(prompts, key=count)}]
+text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(base.device)
+with PeakRss() as generation, torch.no_grad():
+    out = model.generate(**ids, max_new_tokens=int(new_tokens), min_new_tokens=int(new_tokens),
+                         do_sample=False, return_dict_in_generate=True)
+loaded = generation.start - load.start  # RSS after the load, over the RSS before it
+whole = max(load.growth, loaded + generation.growth)
 print(json.dumps({
-    "peak": torch.cuda.max_memory_allocated() if cuda else whole.growth,
+    "peak": torch.cuda.max_memory_allocated() if cuda else whole,
     "generation": None if cuda else generation.growth,
     "loaded": loaded,
     "prompt_tokens": int(ids["input_ids"].shape[1]),
