@@ -35,6 +35,7 @@ SECTIONS: dict[str, str] = {
     "search_rys": "benchmarks.search_rys",
     "export": "benchmarks.export",
     "eta": "benchmarks.eta",
+    "memory": "benchmarks.memory",
 }
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -41,6 +41,13 @@ class SweepPublic(BaseModel):
     load: dict[str, Any] | None = Field(
         description="how workers load the model (null: stored before load options)"
     )
+    memory: dict[str, Any] | None = Field(
+        description="the memory planner's estimate of a worker's peak at submission: "
+        "estimate_bytes, limit_bytes (FRANKENSWEEP_WORKER_MEMORY), peak, parts "
+        "(weights, loading, kv_cache, prefix_states, logits, activations: those of the peak), "
+        "workloads (each eval's runtime bytes), deepest_positions, "
+        "device, dtype, eq_bench_batch (null: stored before the planner)"
+    )
     num_layers: int
     status: str
     error: str | None

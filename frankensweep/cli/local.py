@@ -287,7 +287,9 @@ def eval_(
     """Perplexity (and optionally EQ-Bench) of each plan; nothing is written to disk."""
     from frankensweep.evals.corpus import load_corpus
     from frankensweep.evals.perplexity import make_windows, tokenize_corpus
+    from frankensweep.evals.prefix import DEFAULT_MEMORY_BUDGET
     from frankensweep.models import check_environment, load_options, parse_max_memory
+    from frankensweep.models.memory import Windows
     from frankensweep.worker.evaluate import evaluate_perplexity
     from frankensweep.worker.loading import select_device
 
@@ -310,6 +312,8 @@ def eval_(
         from frankensweep.evals.eq_bench import load_questions
 
         load_questions(eq_bench, eq_bench_limit)  # a missing question set fails early
+    windows_ = Windows(batch_size, ctx, DEFAULT_MEMORY_BUDGET if prefix_sharing else 0)
+    check_memory(model, load, device, texts, [windows_], eq_bench, eq_bench_limit, sources)
     text = load_corpus(ppl_corpus)
     base = load_model(model, device, dtype, load)
     others = load_sources(base, sources, device, dtype)
@@ -352,6 +356,38 @@ def eval_(
             out.print(json.dumps(row), markup=False)
         return
     out.print(ranked_table(rows, base.num_layers, windows))
+
+
+def check_memory(
+    model: str,
+    load,
+    device: str,
+    texts: list[str],
+    workloads: list,
+    eq_bench: str | None,
+    eq_bench_limit: int | None,
+    sources: dict[str, str],
+) -> None:
+    """Refuse (one ``error:`` line, exit 2) plans the memory planner says cannot fit
+    ``FRANKENSWEEP_WORKER_MEMORY``, before the model loads."""
+    from frankensweep.core.config import get_settings
+    from frankensweep.evals.eq_bench import DEFAULT_MAX_GEN_TOKS, load_questions
+    from frankensweep.models import read_tokenizer
+    from frankensweep.models.memory import Generation, longest_prompt, model_estimate, refusal
+
+    deepest = max((Plan.parse(t) for t in texts), key=len)
+    work = list(workloads)
+    if eq_bench:
+        prompts = [r["prompt"] for r in load_questions(eq_bench, eq_bench_limit)]
+        work.append(
+            Generation(1, longest_prompt(read_tokenizer(model), prompts), DEFAULT_MAX_GEN_TOKS)
+        )
+    limit = get_settings().worker_memory_bytes()
+    found, _, _ = model_estimate(
+        model, load, deepest.layers(), work, device=device, models=1 + len(sources)
+    )
+    if found.total > limit:
+        fail(refusal(found, limit, len(deepest)))
 
 
 def load_sources(base, sources: dict[str, str], device: str, dtype: str) -> dict:

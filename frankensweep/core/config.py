@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -57,6 +58,10 @@ class Settings(BaseSettings):
     max_memory: str = ""
     # memory budget for hidden states kept by prefix-shared evaluation, bytes
     prefix_memory_budget: int = Field(default=1 << 30, ge=0)
+    # memory one worker has for a sweep: bytes or a size like "24GiB"; a sweep the memory
+    # planner says cannot fit is refused. Empty: the CUDA device's total memory when CUDA is
+    # available, else 80% of this machine's RAM (worker_memory_bytes)
+    worker_memory: str = ""
     # Celery: hard time limit of one work unit, seconds; unset (the default): none, so an honest
     # long unit is never failed for being long (liveness is the heartbeat's job, not a clock's)
     task_time_limit: int | None = Field(default=None, ge=10)
@@ -87,6 +92,19 @@ class Settings(BaseSettings):
         if demo is not None and demo.submodule_search_locations:
             roots.append(Path(next(iter(demo.submodule_search_locations))).resolve())
         return roots
+
+    @field_validator("worker_memory", mode="after")
+    @classmethod
+    def _worker_memory_is_a_size(cls, value: str) -> str:
+        if value.strip():
+            parse_size(value, "FRANKENSWEEP_WORKER_MEMORY")
+        return value.strip()
+
+    def worker_memory_bytes(self) -> int:
+        """The memory one worker has: ``worker_memory``, or the default (see the field)."""
+        if self.worker_memory:
+            return parse_size(self.worker_memory, "FRANKENSWEEP_WORKER_MEMORY")
+        return default_worker_memory()
 
     @field_validator("api_token", mode="after")
     @classmethod
@@ -136,6 +154,32 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return not self.broker_url
+
+
+def parse_size(value: str | int, name: str) -> int:
+    """Bytes of ``value``: a whole number of bytes, or a number with a unit (``24GiB``,
+    ``500MB``, as accelerate reads sizes); ValueError naming ``name`` otherwise."""
+    from accelerate.utils import convert_file_size_to_int
+
+    text = str(value).strip()
+    try:
+        size = int(text) if text.isdigit() else convert_file_size_to_int(text)
+    except (ValueError, TypeError):
+        size = -1
+    if size <= 0:
+        raise ValueError(
+            f"{name}: {value!r} is not a size: use bytes or a number with a unit, like 24GiB"
+        )
+    return size
+
+
+def default_worker_memory() -> int:
+    """The CUDA device's total memory when CUDA is available, else 80% of the RAM."""
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8)
 
 
 @lru_cache

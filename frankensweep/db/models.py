@@ -74,6 +74,9 @@ class Sweep(Base):
     # what model_key digests: each model's fingerprint and the keyed load options (workers
     # tell which model changed since submission); NULL for sweeps stored before
     identity: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # the memory planner's estimate of a worker's peak at submission (sweeps/memory.py):
+    # estimate_bytes, limit_bytes, peak, parts, ...; NULL for sweeps stored before
+    memory: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     num_layers: Mapped[int] = mapped_column(Integer)
     # named source models (name -> HF directory, hub id or .gguf) its plans may take slices from
     models: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -9,6 +9,7 @@ from frankensweep.models.config import (
     config_mismatches,
     read_config,
     read_num_layers,
+    read_tokenizer,
 )
 from frankensweep.models.fingerprint import model_fingerprint
 from frankensweep.models.load import (
@@ -48,6 +49,7 @@ __all__ = [
     "parse_max_memory",
     "read_config",
     "read_num_layers",
+    "read_tokenizer",
     "resolve_spec",
     "smollm2_path",
 ]

@@ -1,4 +1,5 @@
-"""A base model's config read from its files alone (no weights): depth, architecture, sizes."""
+"""A base model's config and tokenizer read from its files alone (no weights): depth,
+architecture, sizes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from typing import Any
 from frankensweep.core.errors import first_line
 from frankensweep.models.spec import ModelLoadError, resolve_spec
 
-__all__ = ["LAYER_CONFIG", "config_mismatches", "read_config", "read_num_layers"]
+__all__ = [
+    "LAYER_CONFIG",
+    "config_mismatches",
+    "read_config",
+    "read_num_layers",
+    "read_tokenizer",
+]
 
 #: config fields two models must agree on for one's decoder layers to run in the other's stack:
 #: architecture, depth, vocabulary, layer shapes, and what a layer reads from its config when it
@@ -52,16 +59,38 @@ def _config(spec: str, version: float | None) -> Any:
     return getattr(config, "text_config", None) or config
 
 
-def read_config(spec: str) -> Any:
-    """The (text) config of the named model, cached per file version (its mtime)."""
+def _version(spec: str, name: str = "config.json") -> float | None:
+    """The mtime of a model's file (``name`` in a directory), None for a hub id."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        path = path / "config.json"
+        path = path / name
     try:
-        version = path.stat().st_mtime if path.exists() else None
+        return path.stat().st_mtime if path.exists() else None
     except (OSError, ValueError):
-        version = None
-    return _config(spec, version)
+        return None
+
+
+def read_config(spec: str) -> Any:
+    """The (text) config of the named model, cached per file version (its mtime)."""
+    return _config(spec, _version(spec))
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(spec: str, version: float | None) -> Any:
+    from transformers import AutoTokenizer
+
+    location, kwargs = resolve_spec(spec)
+    try:
+        return AutoTokenizer.from_pretrained(location, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot read the tokenizer of {spec}: {first_line(exc, type(exc).__name__)}"
+        ) from exc
+
+
+def read_tokenizer(spec: str) -> Any:
+    """The tokenizer of the named model (no weights), cached per file version (its mtime)."""
+    return _tokenizer(spec, _version(spec, "tokenizer.json"))
 
 
 def read_num_layers(spec: str) -> int:

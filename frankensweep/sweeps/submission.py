@@ -44,6 +44,7 @@ from frankensweep.models import (
     read_config,
     read_num_layers,
 )
+from frankensweep.models.memory import refusal
 from frankensweep.search import (
     BASE_NAME,
     ExplicitSpace,
@@ -61,6 +62,7 @@ from frankensweep.search import (
 )
 from frankensweep.strategies import FidelityError, Strategy, StrategyError, make_strategy
 from frankensweep.sweeps.config import model_identity, model_key
+from frankensweep.sweeps.memory import SweepMemory, sweep_memory
 from frankensweep.sweeps.request import ExplicitSpaceIn, InterleaveSpaceIn, SweepCreate
 from frankensweep.sweeps.rounds import begin
 
@@ -70,6 +72,7 @@ __all__ = [
     "TooManyActive",
     "build_sweep",
     "check_active",
+    "check_memory",
     "store_sweep",
 ]
 
@@ -403,6 +406,34 @@ def check_strategy(strategy: Strategy, payload: SweepCreate, space: Space, kept:
         raise SubmissionError(("body", "strategy"), str(exc)) from None
 
 
+def check_memory(
+    payload: SweepCreate,
+    load: LoadOptions,
+    evals: list[AnyEvalSpec],
+    result: SpaceResult,
+    num_layers: int,
+    settings: Settings,
+) -> SweepMemory:
+    """The planner's estimate for the sweep's deepest plan, refused over the worker memory
+    (the field named: ``load.quantization`` when the weights and their loading alone do not
+    fit, else the eval that reaches the peak)."""
+    deepest = max([Plan.base(num_layers), *(p.plan for p in result.points)], key=len)
+    try:
+        memory = sweep_memory(payload.model, load, evals, deepest, settings, payload.models)
+    except ModelLoadError as exc:
+        raise SubmissionError(("body", "model"), str(exc)) from None
+    except UserError as exc:  # questions the fingerprint read but the planner could not
+        raise SubmissionError(("body", "evals"), str(exc)) from None
+    if memory.fits:
+        return memory
+    found = memory.estimate
+    loc: Loc = ("body", "load", "quantization")
+    kinds = [spec.kind for spec in evals]
+    if found.parts["weights"] + found.parts["loading"] <= memory.limit and found.peak in kinds:
+        loc = ("body", "evals", kinds.index(found.peak))
+    raise SubmissionError(loc, refusal(found, memory.limit, memory.deepest))
+
+
 def _summary(result: SpaceResult, strategy: Strategy, stored: int) -> dict[str, Any]:
     """How the space was enumerated, as the API answers it."""
     summary: dict[str, Any] = {
@@ -426,6 +457,7 @@ def _new_sweep(
     filters: Filters,
     evals: list[AnyEvalSpec],
     strategy: Strategy,
+    memory: SweepMemory,
 ) -> Sweep:
     """The sweep row with its reference candidate (the base model, at full fidelity)."""
     identity = model_identity(payload.model, payload.models, load)
@@ -436,6 +468,7 @@ def _new_sweep(
         identity=identity,
         models=dict(payload.models) or None,
         load_options=load.model_dump(mode="json"),
+        memory=memory.to_json(),
         num_layers=model.num_layers,
         space={
             **space.to_spec(),
@@ -476,7 +509,8 @@ def build_sweep(payload: SweepCreate, settings: Settings) -> Submission:
     evals = fingerprint_evals(payload, model, settings)
     check_strategy(strategy, payload, space, result.kept)
     check_prior(payload)
-    sweep = _new_sweep(payload, load, model, space, filters, evals, strategy)
+    memory = check_memory(payload, load, evals, result, model.num_layers, settings)
+    sweep = _new_sweep(payload, load, model, space, filters, evals, strategy, memory)
     base = Plan.base(model.num_layers).positions()
     points = [p for p in result.points if p.plan.positions() != base]
     return Submission(sweep, _summary(result, strategy, stored), points)

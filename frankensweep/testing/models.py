@@ -4,7 +4,7 @@ models with a byte-level tokenizer, and materialized plans (real copies, as merg
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,8 @@ __all__ = [
     "greedy",
     "materialize",
     "random_ids",
+    "storage_bytes",
+    "tensors_of",
     "tiny_config",
     "tiny_model",
     "tiny_model_dir",
@@ -212,3 +214,43 @@ def cached_and_recomputed(view: Any, ids: torch.Tensor, tokens: int = 40):
         recomputed = view.generate(ids, use_cache=False, **kwargs)
     assert cached.shape[1] == ids.shape[1] + tokens
     return cached, recomputed
+
+
+def tensors_of(obj: Any, seen: set[int] | None = None) -> Iterator[torch.Tensor]:
+    """Every tensor reachable from a parameter or a bitsandbytes state: the parameter, its
+    quantization state (absmax, code, nested state, SCB, ...) and the module's matmul state."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    extra: dict[Any, Any]
+    if isinstance(obj, torch.Tensor):
+        yield obj
+        extra = vars(obj) if hasattr(obj, "__dict__") else {}
+    elif isinstance(obj, list | tuple):
+        extra = dict(enumerate(obj))
+    elif isinstance(obj, dict):
+        extra = obj
+    elif hasattr(obj, "__dict__") and type(obj).__module__.startswith("bitsandbytes"):
+        extra = vars(obj)
+    else:
+        return
+    for value in extra.values():
+        yield from tensors_of(value, seen)
+
+
+def storage_bytes(model: nn.Module) -> dict[int, int]:
+    """Storage address -> bytes of every tensor of ``model``: parameters, buffers and the
+    bitsandbytes states hanging off parameters and modules (empty tensors left out)."""
+    found = {}
+    for module in model.modules():
+        for value in [
+            *module._parameters.values(),
+            *module._buffers.values(),
+            getattr(module, "state", None),
+        ]:
+            for tensor in tensors_of(value):
+                if tensor.numel():
+                    storage = tensor.untyped_storage()
+                    found[storage.data_ptr()] = storage.nbytes()
+    return found

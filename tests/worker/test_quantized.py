@@ -14,7 +14,12 @@ import torch
 from frankensweep.evals.perplexity import perplexity
 from frankensweep.models import LoadOptions, smollm2_path
 from frankensweep.search import Plan
-from frankensweep.testing.models import cached_and_recomputed, materialize
+from frankensweep.testing.models import (
+    cached_and_recomputed,
+    materialize,
+    storage_bytes,
+    tensors_of,
+)
 from frankensweep.worker.loading import load_base_model, quantization_config, quantized_copy
 from frankensweep.worker.prefix_views import shared_view_perplexities
 from frankensweep.worker.views import build_view, decoder_stack
@@ -33,42 +38,9 @@ def quantized(request):
     )
 
 
-def _tensors(obj, seen: set[int] | None = None):
-    """Every tensor reachable from a parameter or a bitsandbytes state: the parameter, its
-    quantization state (absmax, code, nested state, SCB, ...) and the module's matmul state."""
-    seen = set() if seen is None else seen
-    if id(obj) in seen:
-        return
-    seen.add(id(obj))
-    if isinstance(obj, torch.Tensor):
-        yield obj
-        extra = vars(obj) if hasattr(obj, "__dict__") else {}
-    elif isinstance(obj, list | tuple):
-        extra = dict(enumerate(obj))
-    elif isinstance(obj, dict):
-        extra = obj
-    elif hasattr(obj, "__dict__") and type(obj).__module__.startswith("bitsandbytes"):
-        extra = vars(obj)
-    else:
-        return
-    for value in extra.values():
-        yield from _tensors(value, seen)
-
-
 def _storages(model) -> set[int]:
-    """Storage addresses of every tensor of ``model``: parameters, buffers and the
-    bitsandbytes states hanging off parameters and modules."""
-    found = set()
-    for module in model.modules():
-        for value in [
-            *module._parameters.values(),
-            *module._buffers.values(),
-            getattr(module, "state", None),
-        ]:
-            for tensor in _tensors(value):
-                if tensor.numel():
-                    found.add(tensor.untyped_storage().data_ptr())
-    return found
+    """Storage addresses of every tensor of ``model`` (``storage_bytes``)."""
+    return set(storage_bytes(model))
 
 
 def test_quantized_layers_are_bitsandbytes_modules(quantized):
@@ -96,7 +68,7 @@ def test_views_share_quantized_modules_and_states(quantized):
     assert _storages(view) <= before  # no storage outside the base
     module = decoder_stack(base)[1][3].mlp.up_proj  # nf4: quant_state; int8: SCB, in .state
     held = (module.weight, getattr(module, "state", None))
-    states = [t for v in held for t in _tensors(v) if t is not module.weight and t.numel()]
+    states = [t for v in held for t in tensors_of(v) if t is not module.weight and t.numel()]
     assert states, "the quantization state holds tensors (absmax, SCB, ...)"
     assert {t.untyped_storage().data_ptr() for t in states} <= _storages(view)
     weights = {p.untyped_storage().data_ptr() for p in base.parameters()}

@@ -31,6 +31,7 @@ from frankensweep.db import FINISHED_SWEEP, Candidate, Sweep
 from frankensweep.db.store import results_for
 from frankensweep.evals.prior import LayerPrior
 from frankensweep.evals.registry import eval_key
+from frankensweep.models.memory import fmt_size
 from frankensweep.search import Plan
 from frankensweep.search.plans import format_scale
 from frankensweep.sweeps.config import sweep_config
@@ -219,12 +220,26 @@ def strategy_text(strategy: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def memory_text(memory: dict[str, Any] | None) -> str:
+    """A stored memory estimate in a line: ``1.2 GiB of 24 GiB per worker · weights 1 GiB ...``."""
+    if not memory:
+        return "not estimated (stored before the memory planner)"
+    parts = sorted(memory.get("parts", {}).items(), key=lambda kv: -kv[1])
+    shown = [f"{name.replace('_', ' ')} {fmt_size(size)}" for name, size in parts if size][:4]
+    line = f"{fmt_size(memory['estimate_bytes'])} of {fmt_size(memory['limit_bytes'])} per worker"
+    line += f" ({memory.get('device', 'cpu')}, {memory.get('dtype', '')})"
+    if memory.get("eq_bench_batch"):
+        line += f" · EQ-Bench batch {memory['eq_bench_batch']}"
+    return " · ".join([line, *shown])
+
+
 templates.env.globals.update(
     fmt_time=fmt_time,
     fmt_seconds=fmt_seconds,
     fmt_score=fmt_score,
     plan_picture=plan_picture,
     strategy_text=strategy_text,
+    memory_text=memory_text,
     version=__version__,
 )
 

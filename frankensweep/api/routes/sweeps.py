@@ -52,6 +52,7 @@ def public(
         model=sweep.model,
         models=sweep.models or {},
         load=sweep.load_options,
+        memory=sweep.memory,
         num_layers=sweep.num_layers,
         status=sweep.status,
         error=sweep.error,
