@@ -1,8 +1,8 @@
 """sweeps.memory: the memory planner's estimate of a worker's peak for the sweep, made at
 submission (estimate, worker memory, largest parts)
 
-Revision ID: memory_estimate
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01 07:00:00
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "memory_estimate"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
