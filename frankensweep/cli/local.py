@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.progress import TaskID
@@ -275,6 +275,13 @@ def eval_(
     eq_bench_limit: Annotated[
         int | None, typer.Option(help="EQ-Bench on the first N questions only.", min=1)
     ] = None,
+    eq_bench_batch: Annotated[
+        str,
+        typer.Option(
+            help="EQ-Bench questions generated per batch (a number), or auto (the largest "
+            "batch that fits)."
+        ),
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per plan.")] = False,
     source: SourceOpt = None,
     device: DeviceOpt = "auto",
@@ -305,6 +312,7 @@ def eval_(
         fail("give plans with --plan or --plans-file")
     sources = parse_sources(source)
     check_named([Plan.parse(text) for text in texts], sources)  # before the model loads
+    eq_batch = parse_eq_bench_batch(eq_bench_batch)
     if eq_bench:
         from frankensweep.evals.eq_bench import load_questions
 
@@ -339,6 +347,7 @@ def eval_(
                     base.tokenizer,
                     eq_bench,
                     limit=eq_bench_limit,
+                    batch_size=eq_batch,
                     progress=lambda n: bar.advance(task, n),
                 )
                 row.update(
@@ -351,6 +360,22 @@ def eval_(
             out.print(json.dumps(row), markup=False)
         return
     out.print(ranked_table(rows, base.num_layers, windows))
+
+
+def parse_eq_bench_batch(text: str) -> int | Literal["auto"]:
+    """``--eq-bench-batch``: ``auto`` or a whole number from 1 to the largest allowed batch."""
+    from frankensweep.evals.registry import MAX_EQ_BENCH_BATCH, EqBenchSpec, EvalDataError
+
+    text = text.strip()
+    value: int | str = "auto" if text.lower() == "auto" else int(text) if text.isdigit() else text
+    try:
+        spec = EqBenchSpec.model_validate({"batch_size": value})
+    except ValueError:
+        raise EvalDataError(
+            f"--eq-bench-batch must be auto or a whole number from 1 to {MAX_EQ_BENCH_BATCH} "
+            f"(got {text!r})"
+        ) from None
+    return spec.batch_size
 
 
 def load_sources(base, sources: dict[str, str], device: str, dtype: str) -> dict:
