@@ -194,6 +194,7 @@ def random_model(config: Any, quantization: str, device: str) -> nn.Module:
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=DTYPE)
+    model.to(device)  # a no-op when the weights were created there, as intended
     if quantization != "none":
         plain = model
         options = LoadOptions(quantization=quantization)
@@ -328,6 +329,9 @@ def measure(shape: str, quantization: str, sizes: Sizes) -> Result:
     _reset_peak(device)
     result.weights_bytes = _allocated(device)
     result.parameters = sum(p.numel() for p in model.parameters())
+    placed = {p.device.type for p in model.parameters()}
+    if placed != {torch.device(device).type}:
+        raise RuntimeError(f"the random model's weights are on {placed}, not {device}")
 
     ids = random_ids(vocab, sizes.prefill, device)
     view = build_view(model, plan)
