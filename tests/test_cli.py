@@ -89,6 +89,9 @@ def test_export_prints_a_mergekit_recipe_that_reads_back():
         (["eval", "--model", "o/m", "--plans-file", "/no/plans.txt"], "plans file not found"),
         (["eval", "--model", "o/m"], "--plans-file"),
         (["eval", "--model", "o/m", "--plan", "0-8", "--eq-bench", "/no/q.json"], "/no/q.json"),
+        (["eval", "--model", "o/m", "--plan", "0-8", "--eq-bench-batch", "0"], "--eq-bench-batch"),
+        (["eval", "--model", "o/m", "--plan", "0-8", "--eq-bench-batch", "big"], "auto or a"),
+        (["eval", "--model", "o/m", "--plan", "0-8", "--eq-bench-batch", "2000"], "1 to 1024"),
         (
             ["plans", "--layers", "30", "--slice-size", "40", "--jump", "3", "--last-slice", "6"],
             "no feasible point",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.progress import TaskID
@@ -276,6 +276,13 @@ def eval_(
     eq_bench_limit: Annotated[
         int | None, typer.Option(help="EQ-Bench on the first N questions only.", min=1)
     ] = None,
+    eq_bench_batch: Annotated[
+        str,
+        typer.Option(
+            help="EQ-Bench questions generated per batch (a number), or auto (the largest "
+            "batch that fits)."
+        ),
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per plan.")] = False,
     source: SourceOpt = None,
     device: DeviceOpt = "auto",
@@ -308,12 +315,15 @@ def eval_(
         fail("give plans with --plan or --plans-file")
     sources = parse_sources(source)
     check_named([Plan.parse(text) for text in texts], sources)  # before the model loads
+    eq_batch = parse_eq_bench_batch(eq_bench_batch)
     if eq_bench:
         from frankensweep.evals.eq_bench import load_questions
 
         load_questions(eq_bench, eq_bench_limit)  # a missing question set fails early
     windows_ = Windows(batch_size, ctx, DEFAULT_MEMORY_BUDGET if prefix_sharing else 0)
-    check_memory(model, load, device, texts, [windows_], eq_bench, eq_bench_limit, sources)
+    largest = check_memory(
+        model, load, device, texts, [windows_], eq_bench, eq_bench_limit, sources, eq_batch
+    )
     text = load_corpus(ppl_corpus)
     base = load_model(model, device, dtype, load)
     others = load_sources(base, sources, device, dtype)
@@ -344,6 +354,8 @@ def eval_(
                     base.tokenizer,
                     eq_bench,
                     limit=eq_bench_limit,
+                    batch_size=eq_batch,
+                    largest_batch=largest,
                     progress=lambda n: bar.advance(task, n),
                 )
                 row.update(
@@ -367,27 +379,66 @@ def check_memory(
     eq_bench: str | None,
     eq_bench_limit: int | None,
     sources: dict[str, str],
-) -> None:
+    eq_batch: int | str = 1,
+) -> int | None:
     """Refuse (one ``error:`` line, exit 2) plans the memory planner says cannot fit
-    ``FRANKENSWEEP_WORKER_MEMORY``, before the model loads."""
+    ``FRANKENSWEEP_WORKER_MEMORY``, before the model loads. With EQ-Bench at batch ``auto``:
+    the largest batch the planner says fits the deepest plan (checked at batch 1)."""
     from frankensweep.core.config import get_settings
     from frankensweep.evals.eq_bench import DEFAULT_MAX_GEN_TOKS, load_questions
-    from frankensweep.models import read_tokenizer
-    from frankensweep.models.memory import Generation, longest_prompt, model_estimate, refusal
+    from frankensweep.models import read_config, read_tokenizer
+    from frankensweep.models.memory import (
+        Generation,
+        largest_batch,
+        longest_prompt,
+        model_estimate,
+        refusal,
+    )
 
     deepest = max((Plan.parse(t) for t in texts), key=len)
     work = list(workloads)
+    prompt = 0
     if eq_bench:
         prompts = [r["prompt"] for r in load_questions(eq_bench, eq_bench_limit)]
-        work.append(
-            Generation(1, longest_prompt(read_tokenizer(model), prompts), DEFAULT_MAX_GEN_TOKS)
-        )
+        prompt = longest_prompt(read_tokenizer(model), prompts)
+        batch = eq_batch if isinstance(eq_batch, int) else 1
+        work.append(Generation(batch, prompt, DEFAULT_MAX_GEN_TOKS))
     limit = get_settings().worker_memory_bytes()
-    found, _, _ = model_estimate(
-        model, load, deepest.layers(), work, device=device, models=1 + len(sources)
+    models = 1 + len(sources)
+    found, dtype, _ = model_estimate(
+        model, load, deepest.layers(), work, device=device, models=models
     )
     if found.total > limit:
         fail(refusal(found, limit, len(deepest)))
+    if not eq_bench or isinstance(eq_batch, int):
+        return None
+    fitting = largest_batch(
+        read_config(model),
+        load.quantization,
+        dtype,
+        deepest.layers(),
+        prompt,
+        DEFAULT_MAX_GEN_TOKS,
+        limit,
+        models=models,
+    )
+    return max(1, fitting)
+
+
+def parse_eq_bench_batch(text: str) -> int | Literal["auto"]:
+    """``--eq-bench-batch``: ``auto`` or a whole number from 1 to the largest allowed batch."""
+    from frankensweep.evals.registry import MAX_EQ_BENCH_BATCH, EqBenchSpec, EvalDataError
+
+    text = text.strip()
+    value: int | str = "auto" if text.lower() == "auto" else int(text) if text.isdigit() else text
+    try:
+        spec = EqBenchSpec.model_validate({"batch_size": value})
+    except ValueError:
+        raise EvalDataError(
+            f"--eq-bench-batch must be auto or a whole number from 1 to {MAX_EQ_BENCH_BATCH} "
+            f"(got {text!r})"
+        ) from None
+    return spec.batch_size
 
 
 def load_sources(base, sources: dict[str, str], device: str, dtype: str) -> dict:

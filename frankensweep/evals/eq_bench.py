@@ -28,7 +28,15 @@ Deliberate differences from lm-eval's ``eq_bench`` task, and why:
   questions, as in lm-eval, unlike the EQ-Bench pipeline which excludes and retries them).
 
 The model is used where its weights are (HFLM ignores ``device`` for a built module; moving a
-view would move the base model's shared tensors).
+view would move the base model's shared tensors): CPU, one GPU, or spread by ``device_map``.
+
+**Batches.** A candidate's questions are generated ``batch_size`` at a time by HFLM's own batching
+(``generate_until``: requests sorted longest first, each batch left-padded with an attention
+mask, positions counted from the mask by ``generate``, every row generating until all rows hit a
+stop sequence or ``max_gen_toks``, each answer then cut at its first stop sequence). A view is a
+whole ``*ForCausalLM`` with one KV-cache slot per position, so padding, mask and positions are
+handled exactly as on the base model. ``batch_size="auto"`` is resolved by
+:func:`resolve_batch`.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -56,6 +64,11 @@ HUB_SPLIT = "validation"
 TASK_NAME = "frankensweep_eq_bench"
 END_OF_ANSWER = "[End of answer]"
 DEFAULT_MAX_GEN_TOKS = 80
+#: the batch ``auto`` means when no memory planner gives the largest batch that fits
+AUTO_BATCH_SIZE = 8
+
+#: questions generated per call: a number, or ``auto`` (see :func:`resolve_batch`)
+BatchSize = int | Literal["auto"]
 
 _SCORE_MODULE = "lm_eval.tasks.eq_bench.utils"
 _SCORE_FUNCTION = "calculate_score_fullscale"
@@ -102,6 +115,23 @@ class EqBenchResult:
     @property
     def seconds_per_question(self) -> float:
         return self.seconds / max(len(self.items), 1)
+
+
+def resolve_batch(batch_size: BatchSize, questions: int, largest: int | None = None) -> int:
+    """The number of questions generated per batch for a run of ``questions`` questions.
+
+    A number is taken as given. ``auto`` takes ``largest``, the largest batch the memory planner
+    says fits the model, plan and generation length (the worker passes it in; the planner plugs
+    in there), or :data:`AUTO_BATCH_SIZE` when no planner answer is given. Never more than the
+    number of questions (a larger batch would only pad), never less than 1.
+    """
+    if batch_size == "auto":
+        batch = largest if largest is not None else AUTO_BATCH_SIZE
+    elif isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1:
+        batch = batch_size
+    else:
+        raise ValueError(f"batch_size must be a number >= 1 or 'auto' (got {batch_size!r})")
+    return max(1, min(batch, questions))
 
 
 def first_pass_prompt(prompt: str) -> str:
@@ -308,25 +338,29 @@ def run_eq_bench(
     questions: str | Path = HUB_DATASET,
     limit: int | None = None,
     max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
-    batch_size: int = 1,
+    batch_size: BatchSize = "auto",
     chat_template: bool | None = None,
     progress: Callable[[int], None] | None = None,
+    largest_batch: int | None = None,
 ) -> EqBenchResult:
     """EQ-Bench v2 of ``model`` (a base model or a view) on the first ``limit`` questions.
 
-    ``questions`` is a question file path or a hub dataset id. ``chat_template=None`` applies
-    the tokenizer's chat template when it has one. ``progress(n)`` is called after every
-    generated batch with the number of questions it answered.
+    ``questions`` is a question file path or a hub dataset id. ``batch_size`` questions are
+    generated per call (``auto``: ``largest_batch``, the planner's largest batch that fits, else
+    :data:`AUTO_BATCH_SIZE`; see :func:`resolve_batch`). ``chat_template=None`` applies the
+    tokenizer's chat template when it has one. ``progress(n)`` is called after every generated
+    batch with the number of questions it answered.
     """
     if max_gen_toks < 1:
         raise ValueError(f"max_gen_toks must be at least 1 (got {max_gen_toks})")
     records = load_questions(questions, limit)
+    batch = resolve_batch(batch_size, len(records), largest_batch)
     if chat_template is None:
         chat_template = bool(getattr(tokenizer, "chat_template", None))
 
     from lm_eval.models.huggingface import HFLM
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch)
     if progress is not None:
         generate = lm._model_generate
 

@@ -49,6 +49,12 @@ class PerplexitySpec(_Spec):
     ctx: int = Field(512, ge=2, le=131072, description="window length in tokens")
 
 
+#: the largest EQ-Bench batch a spec may ask for (a candidate has 171 questions)
+MAX_EQ_BENCH_BATCH = 1024
+#: EQ-Bench questions generated per batch: a whole number, or ``auto``
+BatchSize = Annotated[int, Field(strict=True, ge=1, le=MAX_EQ_BENCH_BATCH)] | Literal["auto"]
+
+
 class EqBenchSpec(_Spec):
     """EQ-Bench v2 through lm-eval (see ``evals/eq_bench.py``)."""
 
@@ -56,6 +62,10 @@ class EqBenchSpec(_Spec):
     questions: str = Field("pbevan11/EQ-Bench", description="question file or hub dataset id")
     limit: int | None = Field(None, ge=1, description="first N questions (None: all)")
     max_gen_toks: int = Field(80, ge=1, le=4096)
+    batch_size: BatchSize = Field(
+        "auto",
+        description="questions generated per batch, or auto (the largest batch that fits)",
+    )
 
 
 class PreferenceSpec(_Spec):
@@ -98,11 +108,19 @@ def parse_eval(data: Any) -> AnyEvalSpec:
     return _EVAL_SPEC.validate_python(data)
 
 
+#: settings that say how an eval runs, not what it measures: left out of its key
+_RUN_SETTINGS = {"batch_size"}
+
+
 def eval_key(spec: AnyEvalSpec) -> str:
-    """``kind:digest`` of the canonical settings; the same settings always give the same key."""
+    """``kind:digest`` of the canonical settings; the same settings always give the same key.
+
+    How the eval runs (EQ-Bench's ``batch_size``: batched greedy answers equal batch 1's) is not
+    part of the key, so results are shared across batch sizes.
+    """
     # sweeps stored before fingerprints keep their keys (and their scores)
     unset = {"fingerprint"} if spec.fingerprint is None else set()
-    data = spec.model_dump(mode="json", exclude=unset)
+    data = spec.model_dump(mode="json", exclude=unset | _RUN_SETTINGS)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return f"{spec.kind}:{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 
@@ -124,6 +142,9 @@ class EvalContext:
     tokenizer: Any
     make_view: Callable[[Plan], Any]
     progress: Callable[[int], None] | None = None
+    # the memory planner's largest EQ-Bench batch that fits a plan generating N tokens
+    # (None, or a None answer: the eval's fixed ``auto`` batch)
+    largest_batch: Callable[[Plan, int], int | None] | None = None
     memory_budget: int = 1 << 30
     cache: dict[str, Any] = field(default_factory=dict)  # prepared data, per base model
 
@@ -300,7 +321,11 @@ class EqBenchEval(Eval[EqBenchSpec]):
                 spec.questions,
                 limit=spec.limit,
                 max_gen_toks=spec.max_gen_toks,
+                batch_size=spec.batch_size,
                 progress=ctx.progress,
+                largest_batch=(
+                    ctx.largest_batch(plan, spec.max_gen_toks) if ctx.largest_batch else None
+                ),
             )
             outcomes[plan] = Outcome(
                 metrics={

@@ -37,8 +37,8 @@ PERPLEXITY_BATCH = 1
 
 
 def eq_bench_batch(spec: EqBenchSpec) -> int | str:
-    """The EQ-Bench batch a spec asks for: a number, or ``auto`` (1 before batched EQ-Bench)."""
-    return getattr(spec, "batch_size", 1)
+    """The EQ-Bench batch a spec asks for: a number, or ``auto``."""
+    return spec.batch_size
 
 
 @lru_cache(maxsize=64)

@@ -167,6 +167,9 @@ class Unit:
     work: list[tuple[AnyEvalSpec, dict[int, Plan]]]  # cheapest eval first
     sources: dict[str, str] = field(default_factory=dict)  # source models named: name -> spec
     failed: dict[int, str] = field(default_factory=dict)  # candidate id -> why
+    # EQ-Bench's ``auto`` batch: what the memory planner picked at submission for the sweep's
+    # deepest plan (so it fits every plan); None for sweeps stored before the planner
+    eq_batch: int | None = None
 
     @property
     def model(self) -> str:
@@ -205,7 +208,10 @@ def _claim(
     work.sort(key=lambda item: get_eval(item[0].kind).cost)
     named = {name for plan in plans.values() for name in plan.models()}
     sources = {name: spec for name, spec in config.models.items() if name in named}
-    return Unit(config, plans, work, sources)
+    eq_batch = (sweep.memory or {}).get("eq_bench_batch")
+    return Unit(
+        config, plans, work, sources, eq_batch=eq_batch if isinstance(eq_batch, int) else None
+    )
 
 
 def _finish(sessions: sessionmaker[Session], sweep_id: int, unit: Unit, claimant: str) -> None:
@@ -334,6 +340,7 @@ def _evaluate(
         make_view=lambda plan: watched_view(base.model, plan, stop, sources),
         progress=progress,
         memory_budget=memory_budget,
+        largest_batch=(lambda _plan, _tokens: unit.eq_batch) if unit.eq_batch else None,
     )
     _ensure_prior(sessions, unit, base)
     for spec, group in unit.work:

@@ -97,6 +97,16 @@ def test_sweep_runs_to_a_ranked_leaderboard_and_recipes(client, database_url):
             "corpus not found",
         ),
         (sweep_body(evals=[]), ["body", "evals"], "at least 1"),
+        (
+            sweep_body(evals=[{"kind": "eq_bench", "batch_size": 0}]),
+            ["body", "evals", 0, "eq_bench", "batch_size"],
+            "greater than or equal to 1",
+        ),
+        (
+            sweep_body(evals=[{"kind": "eq_bench", "batch_size": "many"}]),
+            ["body", "evals", 0, "eq_bench", "batch_size"],
+            "'auto'",
+        ),
         (sweep_body(evals=[{"kind": "bleu"}]), ["body", "evals", 0], "does not match any"),
         (sweep_body(space={**OVERLAP, "colour": 3}), ["body", "space", "overlap", "colour"], ""),
     ],

@@ -7,10 +7,12 @@ import json
 import time
 
 import pytest
+import torch
 from lm_eval.api.model import LM
 from lm_eval.tasks.eq_bench.utils import calculate_score_fullscale
 
 from frankensweep.evals.eq_bench import (
+    AUTO_BATCH_SIZE,
     END_OF_ANSWER,
     EqBenchDataError,
     evaluate_lm,
@@ -18,10 +20,13 @@ from frankensweep.evals.eq_bench import (
     load_questions,
     parse_answer,
     questions_from_file,
+    resolve_batch,
     score_answer,
 )
+from frankensweep.evals.registry import EqBenchSpec, eval_key, parse_eval
 
 N_SMOKE = 10  # questions run on the real model (~15 s each on an idle 2-core CPU)
+N_BATCHED = 16  # questions compared between batch 1 and batched generation
 
 
 @pytest.fixture(scope="module")
@@ -264,3 +269,66 @@ def test_a_view_runs_through_hflm(smollm2, question_file):
     assert len(decoder_stack(view)[1]) == 40
     assert len(decoder_stack(smollm2.model)[1]) == 30
     assert smollm2.model.config.num_hidden_layers == 30
+
+
+# ---------------------------------------------------------------- batches
+
+
+def test_resolve_batch():
+    assert resolve_batch(1, 171) == 1
+    assert resolve_batch(32, 171) == 32
+    assert resolve_batch(32, 16) == 16  # never more than the questions
+    assert resolve_batch("auto", 171) == AUTO_BATCH_SIZE
+    assert resolve_batch("auto", 3) == 3
+    assert resolve_batch("auto", 171, largest=48) == 48  # the planner's answer
+    assert resolve_batch("auto", 171, largest=0) == 1
+    for bad in (0, -2, "8", 2.0, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            resolve_batch(bad, 171)  # type: ignore[arg-type]
+
+
+def test_batch_size_setting_is_validated_and_not_part_of_the_key():
+    assert EqBenchSpec().batch_size == "auto"
+    assert parse_eval({"kind": "eq_bench", "batch_size": 16}).batch_size == 16
+    for bad in (0, 1025, "many", "8", True, 2.5):
+        with pytest.raises(ValueError, match="batch_size"):
+            parse_eval({"kind": "eq_bench", "batch_size": bad})
+    # how questions are batched does not change the answers: scores are shared
+    keys = {eval_key(parse_eval({"kind": "eq_bench", "batch_size": b})) for b in (1, 8, "auto")}
+    assert len(keys) == 1
+    assert eval_key(parse_eval({"kind": "eq_bench", "max_gen_toks": 81})) not in keys
+
+
+def _answers(model, tokenizer, question_file, batch_size):
+    from frankensweep.evals.eq_bench import run_eq_bench
+
+    calls: list[int] = []
+    result = run_eq_bench(
+        model,
+        tokenizer,
+        question_file,
+        limit=N_BATCHED,
+        batch_size=batch_size,
+        progress=calls.append,
+    )
+    assert [i.question_id for i in result.items] == [str(i) for i in range(1, N_BATCHED + 1)]
+    assert calls == [batch_size] * (N_BATCHED // batch_size)  # one call per generated batch
+    return [item.answer for item in result.items]
+
+
+@pytest.mark.slow
+def test_batched_answers_equal_batch_1_on_smollm2(smollm2, question_file):
+    """Greedy fp32 answers on CPU: batches of 8 and 16 (left-padded by HFLM) give the 16
+    answers of batch 1, on the base model and on a view with an overlap (40 positions)."""
+    from frankensweep.search import Plan
+    from frankensweep.worker.views import build_view
+
+    assert smollm2.dtype == torch.float32
+    base = {b: _answers(smollm2.model, smollm2.tokenizer, question_file, b) for b in (1, 8, 16)}
+    assert base[8] == base[1]
+    assert base[16] == base[1]
+    view = build_view(smollm2.model, Plan.parse("0-20,10-30"))
+    viewed = {b: _answers(view, smollm2.tokenizer, question_file, b) for b in (1, 8)}
+    assert viewed[8] == viewed[1]
+    # control: the comparison sees a change of model (the view answers differently)
+    assert viewed[1] != base[1]

@@ -15,6 +15,7 @@ from frankensweep.worker.views import build_view, decoder_stack
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
