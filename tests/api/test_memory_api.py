@@ -176,4 +176,6 @@ def test_every_eval_kind_is_planned_on_the_deepest_plan(tiny, shared_data):
     expected = estimate(config, "none", "float32", layers, work)
     assert found.estimate == expected
     assert set(found.estimate.workloads) == {"perplexity", "eq_bench", "preference"}
-    assert found.eq_batch == 1 and found.deepest == 16
+    # batch auto (the default): checked at batch 1, then the largest batch that fits, at most
+    # every question (3 of them fit in 1 GiB)
+    assert found.eq_batch == 3 and found.deepest == 16
