@@ -159,6 +159,18 @@ def materialize(
     return model.eval()
 
 
+def byte_tokenizer() -> Any:
+    """A byte-level BPE tokenizer without merges: one token a byte (ids 0..255), EOS 256."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+
+
 def tiny_model_dir(
     path: Path,
     layers: int = 6,
@@ -173,14 +185,9 @@ def tiny_model_dir(
     tokenizer only uses the first 257 ids). ``nan_layer``: that decoder layer's MLP output
     weights are NaN, so every plan running it has a NaN loss and the others do not.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+    fast = byte_tokenizer()
     config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,

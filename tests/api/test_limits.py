@@ -25,7 +25,7 @@ from frankensweep.api.limits import BodyLimits
 from frankensweep.core.config import Settings
 from frankensweep.core.paths import is_hub_id
 from frankensweep.models import smollm2_path
-from frankensweep.testing.models import tiny_config
+from frankensweep.testing.models import byte_tokenizer, tiny_config
 
 PPL = {"kind": "perplexity", "corpus": "pydoc_data.topics", "tokens": 256, "ctx": 128}
 EXPLICIT = {"kind": "explicit", "plans": ["0-6,2-8"]}
@@ -68,6 +68,7 @@ def populate(folder: Path) -> Path:
     """A tiny 8-layer model directory, a corpus, a question file and a prompts file."""
     folder.mkdir()
     tiny_config("llama").save_pretrained(folder / "tiny")
+    byte_tokenizer().save_pretrained(folder / "tiny")  # EQ-Bench's memory plan reads it
     (folder / "corpus.txt").write_text("hello world\n" * 50)
     (folder / "q.json").write_text(json.dumps(QUESTIONS))
     (folder / "prompts.yaml").write_text(json.dumps(PROMPTS))
