@@ -320,11 +320,11 @@ def eval_(
         from frankensweep.evals.eq_bench import load_questions
 
         load_questions(eq_bench, eq_bench_limit)  # a missing question set fails early
+    text = load_corpus(ppl_corpus)  # a missing corpus fails before the model is looked up
     windows_ = Windows(batch_size, ctx, DEFAULT_MEMORY_BUDGET if prefix_sharing else 0)
     largest = check_memory(
         model, load, device, texts, [windows_], eq_bench, eq_bench_limit, sources, eq_batch
     )
-    text = load_corpus(ppl_corpus)
     base = load_model(model, device, dtype, load)
     others = load_sources(base, sources, device, dtype)
     plans_ = parse_plans(texts, base.num_layers)
