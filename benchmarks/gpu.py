@@ -139,15 +139,21 @@ class Result:
 
 
 def planner_estimate(
-    config: Any, quantization: str, dtype: str, depth: int, batch: int, prompt: int, new: int
+    config: Any,
+    quantization: str,
+    dtype: str,
+    positions: list[int],
+    batch: int,
+    prompt: int,
+    new: int,
 ) -> int | None:
     """The memory planner's estimate of a worker's peak for this run: the deepest plan here
-    (the 1.5x view, ``depth`` positions) generating ``new`` tokens after ``prompt`` at
+    (the 1.5x view, ``positions``: its source layers) generating ``new`` tokens after ``prompt`` at
     ``batch`` on CUDA, compared with the largest measured peak."""
     from frankensweep.models.memory import Generation, estimate
 
     work = [Generation(batch, prompt, new)]
-    found = estimate(config, quantization, dtype, list(range(depth)), work, cuda=True)
+    found = estimate(config, quantization, dtype, positions, work, cuda=True)
     return found.total
 
 
@@ -361,7 +367,13 @@ def measure(shape: str, quantization: str, sizes: Sizes) -> Result:
         "dtype": "bfloat16",
     }
     result.planner_estimate_bytes = planner_estimate(
-        config, quantization, "bfloat16", len(plan), max(BATCHES), sizes.prompt, sizes.new_tokens
+        config,
+        quantization,
+        "bfloat16",
+        plan.layers(),
+        max(BATCHES),
+        sizes.prompt,
+        sizes.new_tokens,
     )
     del model
     _reset_peak(device)
