@@ -272,8 +272,13 @@ def test_failed_evaluations_are_marked_failed_and_the_work_goes_on(tmp_path, mod
     database_url = f"sqlite:///{tmp_path / 'failed.db'}"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # the memory planner would refuse the OOM sweep at submission (its own tests cover that):
+    # a worker memory beyond the estimate lets it reach the allocator, the failure under test
     env = embedded_env(
-        database_url, FRANKENSWEEP_UNIT_SIZE="2", FRANKENSWEEP_PATH_ROOTS=str(models)
+        database_url,
+        FRANKENSWEEP_UNIT_SIZE="2",
+        FRANKENSWEEP_PATH_ROOTS=str(models),
+        FRANKENSWEEP_WORKER_MEMORY="1024GiB",
     )
     procs = Processes(tmp_path, env)
     try:

@@ -419,7 +419,7 @@ _REMEDIES = {
     "CPU memory first (or load it unquantized)",
     "kv_cache": "lower the EQ-Bench batch_size or max_gen_toks, or search a shallower space",
     "prefix_states": "lower FRANKENSWEEP_PREFIX_MEMORY_BUDGET or the perplexity ctx",
-    "logits": "lower the perplexity ctx (or the EQ-Bench batch_size)",
+    "logits": "lower the perplexity ctx or the EQ-Bench batch_size",
     "activations": "lower the perplexity ctx or the EQ-Bench batch_size",
 }
 
@@ -444,7 +444,8 @@ def describe(found: MemoryEstimate, limit: int | None = None) -> str:
 def refusal(found: MemoryEstimate, limit: int, deepest: int) -> str:
     """Why a sweep cannot fit a worker of ``limit`` bytes and what to change."""
     largest = found.largest(3)
-    remedies = [_REMEDIES[name] for name, _ in largest if name in _REMEDIES]
+    # one remedy can shrink two parts (logits and activations): say it once
+    remedies = list(dict.fromkeys(_REMEDIES[name] for name, _ in largest if name in _REMEDIES))
     if deepest > 0 and "search a shallower space" not in " ".join(remedies):
         remedies.append("search a shallower space")
     parts = ", ".join(f"{name} {fmt_size(size)}" for name, size in largest)
