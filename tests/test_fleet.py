@@ -71,6 +71,19 @@ def holder(url: str, sweep_id: int, procs: Processes, timeout: float = 120) -> t
     raise AssertionError(f"no worker held a unit of sweep {sweep_id}:\n{procs.logs()}")
 
 
+def claimed(
+    database_url: str, sweep_id: int, ids: list[int], procs: Processes, timeout: float = 60
+) -> None:
+    """Wait until the candidates ``ids`` are claimed (running) in the database."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        candidates, _ = stored(database_url, sweep_id)
+        if all(c.status == "running" for c in candidates if c.id in ids):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"candidates {ids} never claimed:\n{procs.logs()}")
+
+
 def received(procs: Processes) -> list[str]:
     """The task ids every worker received, one entry per delivery."""
     logs = "".join(procs.log(n, 1_000_000) for n in procs.procs if n.startswith("worker"))
@@ -93,6 +106,10 @@ def test_worker_sigkilled_with_default_limits_is_handed_over(tmp_path, postgres_
             # 8 candidates, 2 workers alive: two units of 4, one each
             victim, held = holder(url, sweep_id, procs)
             assert len(held["candidates"]) == 4, held
+            # a worker records the unit it holds just before it claims it: killed in between,
+            # its unit was never taken (a lost round, recovered apart); kill it holding its
+            # claim, the case under test
+            claimed(database_url, sweep_id, held["candidates"], procs)
             procs.kill(victim)
             killed_at = time.monotonic()
 
@@ -190,6 +207,7 @@ def test_control_a_silent_worker_loses_its_unit_and_writes_nothing_twice(
             wait_workers_alive(database_url, 2, procs)
             sweep_id = submit_plans(url, tiny, PLANS[:2], [SLOW_EVAL])
             victim, held = holder(url, sweep_id, procs)
+            claimed(database_url, sweep_id, held["candidates"], procs)  # as above
             procs.pause(victim)
             deadline = time.monotonic() + 120
             while HANDED_OVER not in procs.log("api", 100_000):
