@@ -397,6 +397,11 @@ def test_sweep_page_fits_a_1366_px_window_and_plots_every_level(stored_server, b
         ["best so far: perplexity on 85 tokens", 2],
         ["best so far: full", 1],
     ]
+    reference = page.evaluate(
+        "document.getElementById('best-so-far').data"
+        ".filter(t => t.name === 'base model (full)').map(t => [t.x.length, t.y[0] === t.y[1]])"
+    )
+    assert reference == [[2, True]]  # the base model's score, dashed across the whole run
     # control: the same table outside its scrolling box makes the page wider than the window
     page.add_style_tag(content=".table-scroll { overflow: visible; }")
     assert page_width() > WINDOW["width"], table

@@ -344,6 +344,20 @@ const FS = (() => {
     });
   }
 
+  // the base model's score as a dashed line across the sorted times ``at``; null without one
+  function referenceLine(data, metric, name, at) {
+    const ref = data.reference && data.reference[metric];
+    if (typeof ref !== "number") return null;
+    return {
+      type: "scatter",
+      mode: "lines",
+      name: name,
+      x: [at[0], at[at.length - 1]],
+      y: [ref, ref],
+      line: { dash: "dash", color: "#c0392b" },
+    };
+  }
+
   function drawLevels(box, data) {
     // halving: one best-so-far line per fidelity level (each scores the plans that reached it)
     const levels = data.levels.filter((lv) => lv.points.length);
@@ -380,18 +394,9 @@ const FS = (() => {
         marker: { size: 4 },
       });
     });
-    const ref = data.reference && data.reference[data.metric];
-    if (typeof ref === "number") {
-      const all = levels.flatMap((lv) => lv.points.map((p) => p.at)).sort();
-      traces.push({
-        type: "scatter",
-        mode: "lines",
-        name: "base model (full)",
-        x: [all[0], all[all.length - 1]],
-        y: [ref, ref],
-        line: { dash: "dash", color: "#c0392b" },
-      });
-    }
+    const all = levels.flatMap((lv) => lv.points.map((p) => p.at)).sort();
+    const refLine = referenceLine(data, data.metric, "base model (full)", all);
+    if (refLine) traces.push(refLine);
     const layout = {
       margin: { l: 60, r: 20, t: 10, b: 50 },
       height: 340,
@@ -447,17 +452,8 @@ const FS = (() => {
         line: { shape: "hv", color: "#2457c5", width: 3 },
       },
     ];
-    const ref = data.reference && data.reference[metric];
-    if (typeof ref === "number") {
-      traces.push({
-        type: "scatter",
-        mode: "lines",
-        name: "base model",
-        x: [times[0], times[times.length - 1]],
-        y: [ref, ref],
-        line: { dash: "dash", color: "#c0392b" },
-      });
-    }
+    const refLine = referenceLine(data, metric, "base model", times);
+    if (refLine) traces.push(refLine);
     const layout = {
       margin: { l: 60, r: 20, t: 10, b: 50 },
       height: 340,
